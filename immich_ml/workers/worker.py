@@ -223,8 +223,11 @@ def _start(spec: WorkerSpec, kind: str) -> tuple[PipelineLike, Ready]:
 
 def worker_main(spec: WorkerSpec, jobs: Connection, results: Connection) -> None:
     """Entry point of the spawned process (``multiprocessing`` target)."""
-    # Ctrl-C reaches the whole process group; the parent decides when workers stop.
+    # Ctrl-C and `timeout`/`kill -- -pgid` reach the whole process group; the service decides
+    # when its workers stop (after their in-flight requests), and they exit on their own if the
+    # service disappears.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     configure_logging(spec.log_level, tag=f"worker {spec.slot}")
     sender = _Sender(results)
     name = spec.name

@@ -10,11 +10,12 @@ misbehaviour, so pool behaviour can be tested deterministically:
 * ``raise:<kind>`` raises ``invalid`` → InvalidInput, ``unknown`` → UnknownModel,
   ``bug`` → ValueError (an unexpected error).
 
-Model name ``missing`` raises UnknownModel. Every answer carries ``servedBy`` (pid and target).
+Model name ``missing`` raises UnknownModel. Every answer carries ``servedBy`` (pid and target); image answers carry ``imageSha256``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import threading
@@ -73,6 +74,7 @@ class PipelineDouble:
                 ]
         if image is not None:
             response["imageHeight"], response["imageWidth"] = len(image), 1
+            response["imageSha256"] = hashlib.sha256(image).hexdigest()
         response["servedBy"] = {"pid": os.getpid(), "target": f"{self.target.kind}:{self.target.device_id}"}
         if timings is not None:
             timings["inference"] = time.perf_counter() - started
