@@ -111,14 +111,25 @@ def _counts(result: Mapping[str, Any]) -> dict[str, int]:
 
 
 def _error_for_parent(error: ImmichMLError) -> ImmichMLError:
-    """``error`` if it survives pickling, else a plain error with the same status text."""
+    """``error`` if it survives pickling, else its nearest ``immich_ml.errors`` ancestor.
+
+    Every class in :mod:`immich_ml.errors` except SettingsError is built from the message
+    alone, so the parent still answers with the right status and message.
+    """
     try:
         pickle.dumps(error)
+        return error
     except Exception:
-        fallback = ImmichMLError(error.message)
-        fallback.status, fallback.kind = error.status, error.kind
-        return fallback
-    return error
+        pass
+    for cls in type(error).__mro__:
+        if cls.__module__ == ImmichMLError.__module__ and issubclass(cls, ImmichMLError):
+            try:
+                candidate = cls(error.message)
+                pickle.dumps(candidate)
+            except Exception:
+                continue
+            return candidate
+    return ImmichMLError(error.message)
 
 
 class _Server:
