@@ -28,7 +28,6 @@ from immich_ml.models.cache import ModelStore
 from immich_ml.models.catalog import ModelSpec, resolve
 from immich_ml.models.facial_recognition.recognition import detections_to_json
 from immich_ml.models.manager import ModelManager
-from immich_ml.models.selftest import run_self_test
 from immich_ml.models.timing import Stages
 from immich_ml.ops.detect import Detections
 from immich_ml.ops.image import decode_image
@@ -184,7 +183,7 @@ class Pipeline:
 
     def self_test(self) -> None:
         """Run a one-node model on this worker's device; raises BackendError when it does not work."""
-        placement = run_self_test(self._settings, self._target)
+        placement = registry.self_test(self._settings, self._target)
         log.info("Self-test on %s ran on %s (%s)", self._target, placement.provider, placement.device)
 
     def status(self) -> list[dict[str, Any]]:

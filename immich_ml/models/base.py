@@ -14,7 +14,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -68,6 +68,7 @@ class InferenceModel(ABC):
         self.load_time_s: float | None = None
         self.last_error: str | None = None
         self.format: ModelFormat | None = None
+        self._attempts = 0
 
     # --- hooks -----------------------------------------------------------------------------------
 
@@ -135,6 +136,9 @@ class InferenceModel(ABC):
                 return
             self.state = "loading"
             start = time.perf_counter()
+            self._attempts += 1
+            attempt = f"Attempt #{self._attempts} to load" if self._attempts > 1 else "Loading"
+            log.info("%s %s model '%s' to memory", attempt, self.spec.type.value, self.spec.name)
             try:
                 session = self._load_with_retry()
             except ImmichMLError as exc:
@@ -254,6 +258,15 @@ class InferenceModel(ABC):
             session.close()
             raise
         return session
+
+
+def pixel_buffer(array: npt.NDArray[np.generic]) -> npt.NDArray[np.float32] | npt.NDArray[np.uint8]:
+    """A bound input buffer as the pixel kernels take it: float32 (normalised) or uint8 (raw pixels)."""
+    if array.dtype == np.float32:
+        return cast(npt.NDArray[np.float32], array)
+    if array.dtype == np.uint8:
+        return cast(npt.NDArray[np.uint8], array)
+    raise ModelLoadError(f"Image input of dtype {array.dtype} is not supported (float32 or uint8 only).")
 
 
 def _onnx_parses(path: Any) -> bool:

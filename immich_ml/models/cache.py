@@ -17,6 +17,7 @@ import shutil
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path, PurePosixPath
 
 from immich_ml.backends.base import ModelArtifacts
@@ -68,20 +69,44 @@ class ModelFiles:
         return self.root / relative
 
     def artifacts(self) -> ModelArtifacts:
-        """What a backend may open. ``rknn`` is the ``<type>/rknpu`` folder; the backend picks its SoC."""
+        """What a backend may open: the ONNX file, and the ARM NN / RKNN exports when present."""
         directory = self.directory
         armnn = directory / "model.armnn"
-        rknn = directory / "rknpu"
         return ModelArtifacts(
             directory=directory,
             onnx=directory / "model.onnx",
             armnn=armnn if armnn.is_file() else None,
-            rknn=rknn if _has_rknn(rknn) else None,
+            rknn=rknn_model(directory / "rknpu"),
         )
 
 
+_RKNN_SOCS = ("rk3566", "rk3568", "rk3576", "rk3588")
+
+
+@cache
+def rknn_soc() -> str | None:
+    """This board's Rockchip SoC, from the device tree (as Immich detects it), or None."""
+    try:
+        compatible = Path("/proc/device-tree/compatible").read_bytes().decode("ascii", "replace")
+    except OSError:
+        return None
+    return next((soc for soc in _RKNN_SOCS if soc in compatible), None)
+
+
+def rknn_model(folder: Path) -> Path | None:
+    """``rknpu/<soc>/model.rknn`` for this board; the only export when there is just one; else None."""
+    if not folder.is_dir():
+        return None
+    soc = rknn_soc()
+    if soc is not None:
+        path = folder / soc / "model.rknn"
+        return path if path.is_file() else None
+    found = sorted(folder.glob("*/model.rknn"))
+    return found[0] if len(found) == 1 else None
+
+
 def _has_rknn(folder: Path) -> bool:
-    return folder.is_dir() and any(folder.glob("*/model.rknn"))
+    return rknn_model(folder) is not None
 
 
 def _format_present(directory: Path, model_format: ModelFormat) -> bool:
@@ -203,8 +228,9 @@ class ModelStore:
         )
 
     def _download(self, spec: ModelSpec, root: Path, model_format: ModelFormat) -> None:
-        kind = f"{spec.task.value.replace('-', ' ')} {spec.type.value}"
-        log.info("Downloading %s model '%s' to %s. This may take a while.", kind, spec.name, root)
+        log.info(
+            "Downloading %s model '%s' to %s. This may take a while.", spec.type.value, spec.name, root
+        )
         hub.snapshot(
             self.repo_id(spec),
             revision=self._revision,

@@ -16,7 +16,7 @@ import numpy as np
 
 from immich_ml.backends.base import Session, SessionOptions
 from immich_ml.errors import InvalidInput, ModelLoadError
-from immich_ml.models.base import InferenceModel, ModelRequest
+from immich_ml.models.base import InferenceModel, ModelRequest, pixel_buffer
 from immich_ml.models.cache import ModelFiles
 from immich_ml.models.timing import Stages
 from immich_ml.ops.embed import serialize_embedding
@@ -57,8 +57,8 @@ class ClipPreprocess:
             raise ModelLoadError(f"Unsupported resize_mode {mode!r} in preprocess_cfg.json.")
         return ClipPreprocess(
             size=size,
-            mean=cast(tuple[float, float, float], mean),
-            std=cast(tuple[float, float, float], std),
+            mean=(mean[0], mean[1], mean[2]),
+            std=(std[0], std[1], std[2]),
             resample=resample,
             mode=cast(ResizeMode, mode),
         )
@@ -126,7 +126,7 @@ class ClipVisual(InferenceModel):
             with stages("preprocess"):
                 resize_normalize_into(
                     image,
-                    call.inputs[self._input],
+                    pixel_buffer(call.inputs[self._input]),
                     0,
                     size=(pre.size, pre.size),
                     mode=pre.mode,

@@ -22,7 +22,7 @@ import numpy.typing as npt
 
 from immich_ml.backends.base import Session, SessionOptions, TensorSpec
 from immich_ml.errors import InvalidInput, ModelLoadError
-from immich_ml.models.base import InferenceModel, ModelRequest
+from immich_ml.models.base import InferenceModel, ModelRequest, pixel_buffer
 from immich_ml.models.cache import ModelFiles
 from immich_ml.models.facial_recognition.metadata import Normalization, read_normalization
 from immich_ml.models.timing import Stages
@@ -153,7 +153,7 @@ class FaceDetector(InferenceModel):
             with stages("preprocess"):
                 info = resize_normalize_into(
                     image,
-                    call.inputs[self._input],
+                    pixel_buffer(call.inputs[self._input]),
                     0,
                     size=self._size,
                     mode="letterbox",

@@ -20,7 +20,7 @@ import numpy.typing as npt
 
 from immich_ml.backends.base import Session, SessionOptions
 from immich_ml.errors import InvalidInput, ModelLoadError
-from immich_ml.models.base import InferenceModel, ModelRequest
+from immich_ml.models.base import InferenceModel, ModelRequest, pixel_buffer
 from immich_ml.models.cache import ModelFiles
 from immich_ml.models.facial_recognition.metadata import Normalization, read_normalization
 from immich_ml.models.timing import Stages
@@ -155,7 +155,7 @@ class FaceRecognizer(InferenceModel):
         start = 0
         for faces, batch in plan_batches(len(landmarks), self._sizes):
             with session.bind({self._input: self._shape(batch)}) as call:
-                buffer = call.inputs[self._input]
+                buffer = pixel_buffer(call.inputs[self._input])
                 with stages("preprocess"):
                     align_faces_into(
                         image, landmarks[start : start + faces], buffer, 0, mean=norm.mean, std=norm.std
