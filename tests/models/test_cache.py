@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import shutil
-import socket
 from pathlib import Path
 
 import pytest
-from conftest import with_settings
+from conftest import closed_port_endpoint, with_settings
 from fakehub import FakeHub
 from graphs import clip_repo, face_repo, write_repo
 
@@ -23,14 +22,6 @@ DETECTION = resolve("buffalo_l", FACES, ModelType.DETECTION)
 VISUAL = resolve("ViT-B-32__openai", ModelTask.SEARCH, ModelType.VISUAL)
 TEXTUAL = resolve("ViT-B-32__openai", ModelTask.SEARCH, ModelType.TEXTUAL)
 TEXT_FILES = ("config.json", "textual/tokenizer.json", "textual/tokenizer_config.json")
-
-
-def closed_port_endpoint() -> str:
-    """An endpoint nothing listens on: any request fails to connect (what offline looks like)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
 
 
 def raw_spec(name: str) -> ModelSpec:

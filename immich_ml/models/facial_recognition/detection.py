@@ -3,7 +3,7 @@
 Input: one float32 ``[1,3,H,W]`` image (``input.1``), H×W read from the model (640×640 when dynamic),
 letterboxed: aspect kept, long side fitted, pasted top-left on a black canvas, RGB ``(x-127.5)/128``.
 Graphs that normalise themselves take uint8 ``[1,H,W,3]`` instead. Outputs: per stride (8/16/32, or
-8..128 for 5-level models) scores ``(N,1)``, box distances ``(N,4)`` and optionally keypoint offsets
+8..128 for 5-level models) scores ``(N,1)``, box distances ``(N,4)`` and keypoint offsets
 ``(N,10)``, with or without a leading batch axis; grouped by their names (``score_8``, ``bbox_8`` ...)
 when the graph names them, else in InsightFace's order (all scores, all boxes, all keypoints).
 The score threshold is a per-request option (``minScore``, default 0.7) and never stored on the model.
@@ -43,11 +43,14 @@ class HeadLayout:
     strides: tuple[int, ...]
     scores: tuple[int, ...]
     boxes: tuple[int, ...]
-    keypoints: tuple[int, ...] | None
+    keypoints: tuple[int, ...]
 
 
 def head_layout(outputs: Sequence[TensorSpec]) -> HeadLayout:
-    """Map a detector's outputs to SCRFD heads; raises ModelLoadError for anything else."""
+    """Map a detector's outputs to SCRFD heads; raises ModelLoadError for anything else.
+
+    Keypoint heads are required: the recognizer aligns faces on them.
+    """
     named = [_NAMED.match(o.name) for o in outputs]
     if outputs and all(named):
         index: dict[str, dict[int, int]] = {"score": {}, "bbox": {}, "kps": {}}
@@ -55,29 +58,25 @@ def head_layout(outputs: Sequence[TensorSpec]) -> HeadLayout:
             assert match is not None
             index[match.group(1)][int(match.group(2))] = i
         strides = tuple(sorted(index["score"]))
-        if strides and sorted(index["bbox"]) == list(strides) and (
-            not index["kps"] or sorted(index["kps"]) == list(strides)
-        ):
+        if strides and all(sorted(index[kind]) == list(strides) for kind in ("bbox", "kps")):
             return HeadLayout(
                 strides,
                 tuple(index["score"][s] for s in strides),
                 tuple(index["bbox"][s] for s in strides),
-                tuple(index["kps"][s] for s in strides) if index["kps"] else None,
+                tuple(index["kps"][s] for s in strides),
             )
-    count = len(outputs)
-    levels = {6: 3, 9: 3, 10: 5, 15: 5}.get(count)
+    levels = {9: 3, 15: 5}.get(len(outputs))
     if levels is None:
         raise ModelLoadError(
-            f"Not an SCRFD face detector: expected 6, 9, 10 or 15 outputs, found {count} "
+            "Not an SCRFD face detector with landmarks: expected 9 outputs (scores, boxes and "
+            f"keypoints for 3 strides) or 15, found {len(outputs)} "
             f"({', '.join(o.name for o in outputs)})."
         )
-    strides = (8, 16, 32, 64, 128)[:levels]
-    has_kps = count in (9, 15)
     return HeadLayout(
-        strides,
+        (8, 16, 32, 64, 128)[:levels],
         tuple(range(levels)),
         tuple(range(levels, 2 * levels)),
-        tuple(range(2 * levels, 3 * levels)) if has_kps else None,
+        tuple(range(2 * levels, 3 * levels)),
     )
 
 
@@ -179,7 +178,7 @@ class FaceDetector(InferenceModel):
 
         scores = heads(layout.scores, 1)
         boxes = heads(layout.boxes, 4)
-        keypoints = heads(layout.keypoints, 10) if layout.keypoints is not None else None
+        keypoints = heads(layout.keypoints, 10)
         height, width = self._size
         first = layout.strides[0]
         cells = (height // first) * (width // first)
