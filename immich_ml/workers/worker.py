@@ -63,13 +63,16 @@ def load_factory(path: str) -> PipelineFactory:
 
 
 def resolve_kind(spec: WorkerSpec) -> str:
-    """The accelerator family: the configured one, else what the backend registry detects."""
-    if spec.kind != "auto":
-        return spec.kind
+    """The accelerator family, as the backend registry decides it for this slot's settings.
+
+    ``detect_target_kind`` picks the best available family for ``auto`` and checks an explicit
+    one (``MACHINE_LEARNING_DEVICE_STRICT`` turns an unavailable one into a start-up failure).
+    Without it, an explicit kind is taken as is and ``auto`` means the CPU.
+    """
     registry = importlib.import_module("immich_ml.backends.registry")
     detect = getattr(registry, "detect_target_kind", None)
     if detect is None:
-        return "cpu"
+        return spec.kind if spec.kind != "auto" else "cpu"
     return str(detect(spec.settings))
 
 

@@ -122,20 +122,21 @@ def test_requests_run_concurrently_inside_a_worker(make_pool: PoolFactory) -> No
     pool = make_pool({"MACHINE_LEARNING_REQUEST_THREADS": "4"})
     started = time.monotonic()
     with ThreadPoolExecutor(4) as executor:
-        list(executor.map(lambda _: pool.predict(TEXT, text="sleep:0.6"), range(4)))
-    assert time.monotonic() - started < 0.6 * 4 * 0.6
+        list(executor.map(lambda _: pool.predict(TEXT, text="sleep:1.0"), range(4)))
+    # One at a time would take 4 s.
+    assert time.monotonic() - started < 2.5
 
 
 def test_full_queues_answer_overloaded_at_once(make_pool: PoolFactory) -> None:
     pool = make_pool({"MACHINE_LEARNING_REQUEST_THREADS": "1", "MACHINE_LEARNING_QUEUE_DEPTH": "1"})
-    first = predict_later(pool, TEXT, "sleep:1.0")
+    first = predict_later(pool, TEXT, "sleep:3.0")
     second = predict_later(pool, TEXT, "sleep:0.1")
     wait_for(lambda: slot_info(pool)["inflight"] == 2)
     assert slot_info(pool)["queue_depth"] == 1
     started = time.monotonic()
     with pytest.raises(Overloaded) as caught:
         pool.predict(TEXT, text="x")
-    assert time.monotonic() - started < 0.5
+    assert time.monotonic() - started < 1.5
     assert caught.value.retry_after_s >= 1
     assert isinstance(first(), Prediction) and isinstance(second(), Prediction)
     assert body(pool.predict(TEXT, text="x"))["clip"]
@@ -184,7 +185,7 @@ def test_request_over_worker_timeout_restarts_the_worker(make_pool: PoolFactory)
     with pytest.raises(WorkerTimeout, match="MACHINE_LEARNING_WORKER_TIMEOUT") as caught:
         pool.predict(TEXT, text="sleep:30")
     assert caught.value.status == 504
-    assert 0.9 < time.monotonic() - started < 3.5
+    assert 0.9 < time.monotonic() - started < 5.0
     assert body(pool.predict(TEXT, text="x"))["servedBy"]["pid"] != old_pid
     assert slot_info(pool)["restarts"] == 1
 
@@ -197,7 +198,7 @@ def test_worker_that_cannot_start_is_reported_and_not_waited_for(make_pool: Pool
     started = time.monotonic()
     with pytest.raises(NotReady, match="could start.*self-test failed"):
         pool.predict(TEXT, text="x")
-    assert time.monotonic() - started < 0.5
+    assert time.monotonic() - started < 1.0
 
 
 def test_requests_wait_for_a_starting_worker(make_pool: PoolFactory) -> None:
@@ -210,11 +211,11 @@ def test_requests_wait_for_a_starting_worker(make_pool: PoolFactory) -> None:
 def test_status_is_answered_while_every_request_thread_is_busy(make_pool: PoolFactory) -> None:
     pool = make_pool({"MACHINE_LEARNING_REQUEST_THREADS": "1"})
     pool.predict(TEXT, text="warm")
-    busy = predict_later(pool, TEXT, "sleep:1.5")
+    busy = predict_later(pool, TEXT, "sleep:3")
     wait_for(lambda: pool.health()[0]["worker"]["running"] == 1)
     started = time.monotonic()
-    report = pool.health(timeout=1.0)
-    assert time.monotonic() - started < 0.5
+    report = pool.health(timeout=2.0)
+    assert time.monotonic() - started < 1.5
     assert report[0]["worker"]["running"] == 1
     assert [m["name"] for m in report[0]["models"]] == ["m"]
     assert isinstance(busy(), Prediction)

@@ -22,16 +22,26 @@ def spec(env: dict[str, str] | None = None, **changes: Any) -> WorkerSpec:
     return WorkerSpec(**fields)
 
 
-def test_explicit_kind_is_used_as_is() -> None:
-    assert worker.resolve_kind(spec(kind="cuda")) == "cuda"
-
-
-def test_auto_kind_asks_the_backend_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_kind_comes_from_the_backend_registry(monkeypatch: pytest.MonkeyPatch) -> None:
     from immich_ml.backends import registry
 
-    monkeypatch.setattr(registry, "detect_target_kind", lambda settings: "openvino", raising=False)
+    seen: list[str] = []
+
+    def detect(settings: Any) -> str:
+        seen.append(settings.device)
+        return "openvino"
+
+    monkeypatch.setattr(registry, "detect_target_kind", detect, raising=False)
     assert worker.resolve_kind(spec()) == "openvino"
+    assert worker.resolve_kind(spec(kind="cuda")) == "openvino"
+    assert seen == ["auto", "auto"]
+
+
+def test_without_detection_explicit_kinds_stand_and_auto_is_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    from immich_ml.backends import registry
+
     monkeypatch.delattr(registry, "detect_target_kind", raising=False)
+    assert worker.resolve_kind(spec(kind="cuda")) == "cuda"
     assert worker.resolve_kind(spec()) == "cpu"
 
 
