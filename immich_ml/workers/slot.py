@@ -114,10 +114,15 @@ class Slot:
         self.kill_reason = None
 
     def close_pipes(self) -> None:
-        for connection in (self.jobs, self.results):
-            if connection is not None:
-                connection.close()
-        self.jobs = self.results = None
+        """Close both pipe ends; waits for a sender that is mid-write (it fails fast: the
+        worker's end is gone, so its write gets EPIPE) so a send never sees a closed handle."""
+        with self.send_lock:
+            if self.jobs is not None:
+                self.jobs.close()
+            self.jobs = None
+        if self.results is not None:
+            self.results.close()
+        self.results = None
 
     def kill(self, reason: ImmichMLError) -> None:
         """SIGKILL the process; its pending requests will fail with ``reason``."""

@@ -270,3 +270,33 @@ def test_close_stops_every_worker(make_pool: PoolFactory) -> None:
     assert [s["state"] for s in pool.snapshot()] == ["stopped", "stopped"]
     with pytest.raises(NotReady):
         pool.predict(TEXT, text="x")
+
+
+def test_kill_while_large_payloads_are_being_written(make_pool: PoolFactory) -> None:
+    pool = make_pool({"MACHINE_LEARNING_REQUEST_THREADS": "4"})
+    image = os.urandom(8 * 2**20)
+    stop = threading.Event()
+    outcomes: list[Any] = []
+
+    def client() -> None:
+        while not stop.is_set():
+            try:
+                outcomes.append(pool.predict(VISUAL, image=image))
+            except Exception as error:
+                outcomes.append(error)
+
+    clients = [threading.Thread(target=client) for _ in range(4)]
+    for thread in clients:
+        thread.start()
+    wait_for(lambda: len(outcomes) >= 4)
+    for _ in range(3):
+        pid = slot_info(pool)["pid"]
+        if pid is not None:
+            os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: slot_info(pool)["state"] == "ready" and slot_info(pool)["pid"] != pid)
+    stop.set()
+    for thread in clients:
+        thread.join(30)
+    failures = [o for o in outcomes if not isinstance(o, Prediction)]
+    assert failures and all(isinstance(f, WorkerCrashed) for f in failures), failures
+    assert isinstance(pool.predict(VISUAL, image=b"fine"), Prediction)
