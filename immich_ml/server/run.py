@@ -108,6 +108,9 @@ def serve(settings: Settings, *, pipeline_factory: str = PIPELINE_FACTORY) -> No
             # Waitress buffers the whole body before the app sees it: cap it at the same limit
             # (the app answers 413 with a JSON message; waitress only for bodies it refuses first).
             max_request_body_size=settings.max_request_bytes + 2**20,
+            # Bodies up to this size stay in memory instead of a temporary file (photo previews
+            # Immich sends are well below it).
+            inbuf_overflow=min(settings.max_request_bytes, 4 * 2**20),
             # Clients that keep connections alive (Node's undici: 4 s) must not race our close.
             channel_timeout=max(settings.http_keepalive_timeout_s, 10),
         )

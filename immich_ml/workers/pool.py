@@ -170,9 +170,16 @@ class WorkerPool:
     # --- requests ----------------------------------------------------------------------------
 
     def predict(
-        self, entries: Sequence[Entry], *, image: bytes | None = None, text: str | None = None
+        self,
+        entries: Sequence[Entry],
+        *,
+        image: bytes | memoryview | None = None,
+        text: str | None = None,
     ) -> Prediction:
-        """Run ``entries`` on a worker; raises the worker's error or a pool error (503/504)."""
+        """Run ``entries`` on a worker; raises the worker's error or a pool error (503/504).
+
+        ``image`` may be a view into the HTTP body: it is written to the worker's pipe as is.
+        """
         future: Future[Prediction] = Future()
         with self._changed:
             slot = self._choose(self._role(entries))
@@ -265,7 +272,9 @@ class WorkerPool:
     def _all_ready(self) -> bool:
         return self._cpu_slots is not None and all(s.state == "ready" for s in self._slots)
 
-    def _send(self, slot: Slot, message: PredictJob | StatusQuery | Stop, image: bytes | None = None) -> None:
+    def _send(
+        self, slot: Slot, message: PredictJob | StatusQuery | Stop, image: bytes | memoryview | None = None
+    ) -> None:
         """Write to the worker; a dead pipe is left to the supervisor, which fails the job."""
         with slot.send_lock:
             connection = slot.jobs

@@ -13,7 +13,7 @@ class PoolStandIn:
     """Records what the app hands to the pool and answers as told."""
 
     def __init__(self) -> None:
-        self.calls: list[tuple[tuple[Entry, ...], bytes | None, str | None]] = []
+        self.calls: list[tuple[tuple[Entry, ...], bytes | None, str | None]] = []  # images as bytes
         self.error: BaseException | None = None
         self.body = b'{"clip":"[0.25,-0.5]"}'
         self.meta: dict[str, Any] = {
@@ -37,9 +37,13 @@ class PoolStandIn:
         ]
 
     def predict(
-        self, entries: Sequence[Entry], *, image: bytes | None = None, text: str | None = None
+        self,
+        entries: Sequence[Entry],
+        *,
+        image: bytes | memoryview | None = None,
+        text: str | None = None,
     ) -> Prediction:
-        self.calls.append((tuple(entries), image, text))
+        self.calls.append((tuple(entries), None if image is None else bytes(image), text))
         if self.error is not None:
             raise self.error
         return Prediction(self.body, self.meta, 0)

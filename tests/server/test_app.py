@@ -205,3 +205,15 @@ def test_service_process_imports_no_numpy_or_runtime() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_bodies_the_fast_reader_declines_are_parsed_by_werkzeug(client: FlaskClient, pool: PoolStandIn) -> None:
+    body = (
+        b"--b1\r\nContent-Disposition: form-data; name=\"entries\"\r\nContent-Length: 39\r\n\r\n"
+        + TEXT_ENTRIES.encode()
+        + b"\r\n--b1\r\nContent-Disposition: form-data; name=\"text\"\r\n\r\nein Hund\r\n--b1--\r\n"
+    )
+    response = client.post("/predict", data=body, content_type="multipart/form-data; boundary=b1")
+    assert response.status_code == 200
+    (entries, image, text), = pool.calls
+    assert (entries[0].name, image, text) == ("ViT-B-32__openai", None, "ein Hund")
