@@ -78,7 +78,8 @@ def waitress_threads(settings: Settings) -> int:
 
 
 def _log_start(settings: Settings) -> None:
-    log.info("Starting immich_ml %s%s", immich_ml.__version__, f" ({settings.source_ref})" if settings.source_ref else "")
+    source = f" ({settings.source_ref})" if settings.source_ref else ""
+    log.info("Starting immich_ml %s%s", immich_ml.__version__, source)
     plans = routing.device_slots(settings)
     log.info(
         "Settings: device=%s device_ids=%s workers=%d request_threads=%d queue_depth=%d "

@@ -139,6 +139,14 @@ class StatusReply(NamedTuple):
     stats: Mapping[str, Any]
 
 
+class Prediction(NamedTuple):
+    """A worker's answer: the Immich JSON body, stage timings and counts, and who served it."""
+
+    body: bytes
+    meta: dict[str, Any]
+    slot: int
+
+
 ToWorker = PredictJob | StatusQuery | Stop
 FromWorker = Ready | StartFailed | Done | Failed | StatusReply
 

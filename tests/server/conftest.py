@@ -7,10 +7,10 @@ from collections.abc import Iterator
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from server_stand_ins import PoolStandIn
 
 from immich_ml.config import Settings, load_settings
 from immich_ml.server.app import create_app
-from server_stand_ins import PoolStandIn
 
 
 @pytest.fixture

@@ -247,7 +247,7 @@ def test_worker_and_request_logs_reach_the_service_log(service: LiveService) -> 
     time.sleep(0.2)
     log = service.log()
     assert "Available ORT providers" in log  # logged by the ORT backend inside a worker process
-    assert f"POST /predict 200 " in log and f"entries=clip/textual/{TINY_CLIP_MODEL}" in log
+    assert "POST /predict 200 " in log and f"entries=clip/textual/{TINY_CLIP_MODEL}" in log
     assert "worker 0 (cpu:0) is ready" in log and "worker 1 (cpu:1) is ready" in log
 
 

@@ -83,7 +83,6 @@ def test_curl_and_requests_layouts() -> None:
 
 
 def test_preamble_and_missing_trailing_crlf_are_accepted() -> None:
-    boundary = "XyZ"
     body = b"preamble text\r\n--XyZ\r\nContent-Disposition: form-data; name=\"text\"\r\n\r\ndog\r\n--XyZ--"
     assert ours(body, "multipart/form-data; boundary=XyZ") == {"text": (b"dog", None)}
 
@@ -93,7 +92,8 @@ def test_preamble_and_missing_trailing_crlf_are_accepted() -> None:
     [
         b"--XyZ\r\nContent-Disposition: form-data; name=\"text\"\r\n\r\ndog",  # no closing delimiter
         b"--XyZ\r\nContent-Disposition: form-data; name=\"text\"\r\n\r\ndog\r\n--XyZ\r\n",  # truncated
-        b"--XyZ\r\nContent-Disposition: form-data; name=\"t\"\r\nContent-Transfer-Encoding: base64\r\n\r\nZG9n\r\n--XyZ--",
+        b"--XyZ\r\nContent-Disposition: form-data; name=\"t\"\r\n"
+        b"Content-Transfer-Encoding: base64\r\n\r\nZG9n\r\n--XyZ--",
         b"--XyZ\r\nContent-Disposition: attachment; name=\"t\"\r\n\r\ndog\r\n--XyZ--",
         b"--XyZ\r\nno colon here\r\n\r\ndog\r\n--XyZ--",
         b"--XyZ\nContent-Disposition: form-data; name=\"t\"\n\ndog\n--XyZ--",  # bare LF

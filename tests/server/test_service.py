@@ -121,7 +121,8 @@ def test_node_fetch_formdata_blob_client(service: LiveService, tmp_path: Path) -
         "const image = new Uint8Array(readFileSync(process.argv[2]));\n"
         "const out = {\n"
         "  ping: ping.ok,\n"
-        "  text: await predict({ clip: { textual: { modelName: 'ViT-B-32__openai', options: { language: 'de' } } } }, 'ein Hund'),\n"
+        "  text: await predict(\n"
+        "    { clip: { textual: { modelName: 'ViT-B-32__openai', options: { language: 'de' } } } }, 'ein Hund'),\n"
         "  image: await predict({ clip: { visual: { modelName: 'ViT-B-32__openai' } } }, image),\n"
         "  bad: await predict({ clip: { visual: { modelName: 'missing' } } }, image),\n"
         "};\n"
@@ -179,7 +180,8 @@ def test_health_ready_and_metrics_over_http(service: LiveService) -> None:
     report = orjson.loads(body)
     assert status == 200 and report["status"] == "ok" and report["ready"] is True
     worker = report["workers"][0]
-    assert {"slot", "device_id", "target", "pid", "state", "restarts", "last_error", "queue_depth", "models"} <= set(worker)
+    fields = {"slot", "device_id", "target", "pid", "state", "restarts", "last_error", "queue_depth", "models"}
+    assert fields <= set(worker)
     assert worker["models"][0]["provider"] == "DoubleProvider"
     assert service.get("/ready")[0] == 200
     status, headers, text = service.get("/metrics")

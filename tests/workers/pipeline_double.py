@@ -10,7 +10,8 @@ misbehaviour, so pool behaviour can be tested deterministically:
 * ``raise:<kind>`` raises ``invalid`` → InvalidInput, ``unknown`` → UnknownModel,
   ``bug`` → ValueError (an unexpected error).
 
-Model name ``missing`` raises UnknownModel. Every answer carries ``servedBy`` (pid and target); image answers carry ``imageSha256``.
+Model name ``missing`` raises UnknownModel. Every answer carries ``servedBy`` (pid and target);
+image answers carry ``imageSha256``.
 """
 
 from __future__ import annotations
