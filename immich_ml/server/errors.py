@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 
 
 def json_response(body: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(body), status=status, mimetype="application/json")
+    """``body`` as JSON; values orjson does not know (paths, enums of other layers) become text."""
+    return Response(orjson.dumps(body, default=str), status=status, mimetype="application/json")
 
 
 def error_response(status: int, detail: str, kind: str, retry_after_s: int | None = None) -> Response:
