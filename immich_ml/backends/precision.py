@@ -101,7 +101,35 @@ def _convert_fp16(source: Path, dest: Path) -> None:
     # keep_io_types: inputs/outputs stay float32, so bound buffers and postprocessing are unchanged;
     # Cast nodes at the edges convert on the device.
     converted = convert_float_to_float16(model, keep_io_types=True)
+    _topological_sort(converted.graph)
     onnx.save(converted, str(dest))
+
+
+def _topological_sort(graph: Any) -> None:
+    """Reorder ``graph.node`` so producers precede consumers (stable; in place).
+
+    The converter appends the input Casts after the nodes that read them: ORT sorts on load, but
+    the ONNX checker and other runtimes require the order. Subgraph outer-scope reads are ignored.
+    """
+    ready = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    pending = list(graph.node)
+    ordered = []
+    while pending:
+        remaining = []
+        for node in pending:
+            if all(name in ready for name in node.input):
+                ordered.append(node)
+                ready.update(node.output)
+            else:
+                remaining.append(node)
+        if len(remaining) == len(pending):
+            return  # a cycle or an outer-scope read: leave the order to the runtime
+        pending = remaining
+    copies = [type(n)() for n in ordered]
+    for copy, node in zip(copies, ordered, strict=True):
+        copy.CopyFrom(node)
+    del graph.node[:]
+    graph.node.extend(copies)
 
 
 def _quantize_int8(source: Path, dest: Path) -> None:
