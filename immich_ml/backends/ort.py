@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -267,7 +267,11 @@ class OrtSession:
             # Nodes the accelerator cannot run are placed on CPU by ORT's partitioner; that is
             # normal graph partitioning, not a fallback of the whole model.
             requested.append(providers.CPU)
-        with ortlog.capture() as messages:
+        # Only accelerators can be dropped silently; CPU sessions skip the capture.
+        capture: AbstractContextManager[list[str]] = (
+            ortlog.capture() if provider != providers.CPU else nullcontext([])
+        )
+        with capture as messages:
             try:
                 session = ort.InferenceSession(
                     str(path), sess_options=so, providers=requested, enable_fallback=0

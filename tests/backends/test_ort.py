@@ -133,7 +133,8 @@ def test_missing_provider_falls_back_loudly(
     """A real failure: this ORT build has no CUDA provider. The model moves to CPU, and says so."""
     assert P.CUDA not in ort.get_available_providers()
     caplog.set_level(logging.INFO)
-    session = OrtSession(arcface_artifacts, Settings(), Target("cuda", "1"), SessionOptions(label="face/recog"))
+    cuda_only = replace(Settings(), device="cuda")  # chain [CUDA, CPU] whatever else is installed
+    session = OrtSession(arcface_artifacts, cuda_only, Target("cuda", "1"), SessionOptions(label="face/recog"))
     placement = session.placement
     assert placement.provider == P.CPU
     assert placement.requested == "cuda:1"

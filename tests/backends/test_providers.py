@@ -88,6 +88,7 @@ def test_openvino_options_gpu_and_cpu(tmp_path: Path) -> None:
     assert (tmp_path / "openvino").is_dir()
     cpu = P.provider_options(P.OPENVINO, settings, Target("openvino", "1"), tmp_path, openvino_device_list=["CPU"])
     assert cpu["device_type"] == "CPU"
+    assert cpu["precision"] == "FP32"  # OpenVINO's CPU device rejects FP16 (and ORT drops the EP)
 
 
 def test_coreml_options(tmp_path: Path) -> None:

@@ -34,8 +34,9 @@ def _fake_bridge(monkeypatch: pytest.MonkeyPatch, kind: str, available: bool) ->
     return module
 
 
-def test_detect_cpu_here(no_bridges: None) -> None:
-    assert registry.detect_target_kind(Settings()) == "cpu"
+def test_detect_best_installed(no_bridges: None) -> None:
+    best = P.supported_available()[0]
+    assert registry.detect_target_kind(Settings()) == P.PROVIDER_KIND[best]
 
 
 def test_detect_follows_provider_order(monkeypatch: pytest.MonkeyPatch, no_bridges: None) -> None:
@@ -50,7 +51,7 @@ def test_detect_prefers_available_bridge(monkeypatch: pytest.MonkeyPatch) -> Non
     _fake_bridge(monkeypatch, "armnn", available=True)
     assert registry.detect_target_kind(Settings()) == "armnn"
     # MACHINE_LEARNING_ANN=false switches it off like in Immich.
-    assert registry.detect_target_kind(replace(Settings(), ann=False)) == "cpu"
+    assert registry.detect_target_kind(replace(Settings(), ann=False)) not in ("armnn", "rknn")
 
 
 def test_detect_requested_but_missing(no_bridges: None, caplog: pytest.LogCaptureFixture) -> None:
@@ -118,7 +119,7 @@ def test_self_test_on_cpu() -> None:
 
 def test_self_test_shows_failed_device(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING):
-        placement = registry.self_test(Settings(), Target("cuda", "0"))
+        placement = registry.self_test(replace(Settings(), device="cuda"), Target("cuda", "0"))
     assert placement.provider == P.CPU and placement.requested == "cuda:0"
     assert "CUDAExecutionProvider" in (placement.fallback_reason or "")
     assert any("CUDAExecutionProvider failed for self-test" in r.getMessage() for r in caplog.records)
