@@ -59,10 +59,20 @@ def _spec(node: Any) -> TensorSpec:
     return TensorSpec(node.name, shape, _ORT_TYPES.get(node.type, node.type))
 
 
+def brief(text: str, limit: int = 700) -> str:
+    """One line for logs and health: whitespace collapsed; a long C++ trace keeps head and tail
+    (ORT puts the readable cause at the end, after the function signatures)."""
+    flat = " ".join(text.split())
+    if len(flat) <= limit:
+        return flat
+    return flat[: limit // 4] + " ... " + flat[-(limit - limit // 4 - 5) :]
+
+
 class ProviderFailed(Exception):
     """One provider could not take the model; ``reason`` is for the log and health."""
 
     def __init__(self, provider: str, reason: str) -> None:
+        reason = brief(reason)
         super().__init__(f"{provider}: {reason}")
         self.provider, self.reason = provider, reason
 

@@ -71,3 +71,49 @@ def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Row-wise cosine similarity of two (n, d) arrays, computed in float64."""
     a64, b64 = a.astype(np.float64), b.astype(np.float64)
     return (a64 * b64).sum(1) / (np.linalg.norm(a64, axis=1) * np.linalg.norm(b64, axis=1))
+
+
+def fold_dequantize(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Replace every DequantizeLinear over initializers with its float32 result (numpy).
+
+    Follows the ONNX definition: ``y = (x - zero_point) * scale``; per-tensor (scalar scale),
+    per-axis (``axis``), or blocked (``block_size``: each scale covers that many elements along
+    ``axis``). OpenVINO's ONNX frontend rejects blocked DequantizeLinear (the starter SFace has 29),
+    so the OpenVINO parity tests fold them the way offline-models.md describes.
+    """
+    folded = onnx.ModelProto()
+    folded.CopyFrom(model)
+    graph = folded.graph
+    inits = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    keep_nodes = []
+    new_inits: dict[str, np.ndarray] = {}
+    for node in graph.node:
+        if node.op_type != "DequantizeLinear" or not all(i in inits for i in node.input if i):
+            keep_nodes.append(node)
+            continue
+        attrs = {a.name: a.i for a in node.attribute}
+        x = inits[node.input[0]].astype(np.float64)
+        scale = inits[node.input[1]].astype(np.float64)
+        zero = inits[node.input[2]].astype(np.float64) if len(node.input) > 2 and node.input[2] else np.zeros_like(scale)
+        axis = attrs.get("axis", 1) % max(x.ndim, 1)
+        block = attrs.get("block_size", 0)
+        if scale.ndim == 0 or scale.size == 1:
+            y = (x - zero.reshape(())) * scale.reshape(())
+        else:
+            if block:
+                scale = np.repeat(scale, block, axis=axis).take(range(x.shape[axis]), axis=axis)
+                zero = np.repeat(zero, block, axis=axis).take(range(x.shape[axis]), axis=axis)
+            else:
+                shape = [1] * x.ndim
+                shape[axis] = -1
+                scale, zero = scale.reshape(shape), zero.reshape(shape)
+            y = (x - zero) * scale
+        new_inits[node.output[0]] = y.astype(np.float32)
+    used = {i for n in keep_nodes for i in n.input} | {o.name for o in graph.output}
+    survivors = [t for t in graph.initializer if t.name in used]
+    del graph.node[:]
+    graph.node.extend(keep_nodes)
+    del graph.initializer[:]
+    graph.initializer.extend(survivors)
+    graph.initializer.extend(numpy_helper.from_array(v, k) for k, v in new_inits.items())
+    return folded

@@ -103,3 +103,83 @@ def test_broken_source_falls_back_to_fp32_path(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="Could not convert"):
         precision.model_for_precision(bad, "FP16")
     assert not (tmp_path / "model.fp16.onnx").exists()
+
+
+def _starter_copy(starter_cache: Path, tmp_path: Path, relative: str) -> Path:
+    src = starter_cache / relative / "model.onnx"
+    dst = tmp_path / relative / "model.onnx"
+    dst.parent.mkdir(parents=True)
+    dst.write_bytes(src.read_bytes())
+    return dst
+
+
+def _photo_batch(photos: dict[str, Path], size: int, names: tuple[str, ...]) -> np.ndarray:
+    """Real photos resized with Pillow, float32 RGB 0..255, (N, 3, size, size)."""
+    from PIL import Image
+
+    arrays = []
+    for name in names:
+        with Image.open(photos[name]) as img:
+            arrays.append(np.asarray(img.convert("RGB").resize((size, size), Image.BICUBIC), np.float32))
+    return np.ascontiguousarray(np.stack(arrays).transpose(0, 3, 1, 2))
+
+
+NAMES = ("astronaut", "chelsea", "coffee", "camera", "newton", "gauss")
+
+
+def test_fp16_tiny_clip_visual(starter_cache: Path, photos: dict[str, Path], tmp_path: Path) -> None:
+    src = _starter_copy(starter_cache, tmp_path, "clip/ViT-tiny__nonsemantic/visual")
+    fp16 = precision.model_for_precision(src, "FP16")
+    mean = np.array([0.48145466, 0.4578275, 0.40821073], np.float32)[:, None, None]
+    std = np.array([0.26862954, 0.26130258, 0.27577711], np.float32)[:, None, None]
+    batch = (_photo_batch(photos, 224, NAMES) / 255.0 - mean) / std
+    a = np.concatenate([embed(src, img[None]) for img in batch])
+    b = np.concatenate([embed(fp16, img[None]) for img in batch])
+    assert nets.cosine_rows(a, b).min() >= 0.99
+
+
+def test_fp16_tiny_clip_textual(starter_cache: Path, tmp_path: Path) -> None:
+    from tokenizers import Tokenizer
+
+    src = _starter_copy(starter_cache, tmp_path, "clip/ViT-tiny__nonsemantic/textual")
+    fp16 = precision.model_for_precision(src, "FP16")
+    tokenizer = Tokenizer.from_file(str(starter_cache / "clip/ViT-tiny__nonsemantic/textual/tokenizer.json"))
+    tokenizer.enable_padding(length=77, pad_id=0)
+    tokenizer.enable_truncation(77)
+    texts = ["a photo of a cat", "an astronaut", "a cup of coffee on a table", "portrait of a man"]
+    rows = []
+    for text in texts:
+        ids = np.asarray([tokenizer.encode(text).ids], np.int32)
+        rows.append((embed(src, ids)[0], embed(fp16, ids)[0]))
+    a, b = np.stack([r[0] for r in rows]), np.stack([r[1] for r in rows])
+    assert nets.cosine_rows(a, b).min() >= 0.99
+
+
+def test_fp16_face_recognizer(starter_cache: Path, photos: dict[str, Path], tmp_path: Path) -> None:
+    src = _starter_copy(starter_cache, tmp_path, "facial-recognition/scrfd_sface/recognition")
+    fp16 = precision.model_for_precision(src, "FP16")
+    batch = _photo_batch(photos, 112, NAMES)
+    cos = nets.cosine_rows(embed(src, batch), embed(fp16, batch))
+    assert cos.min() >= 0.99, cos
+
+
+def test_int8_tiny_clip_visual(starter_cache: Path, photos: dict[str, Path], tmp_path: Path) -> None:
+    src = _starter_copy(starter_cache, tmp_path, "clip/ViT-tiny__nonsemantic/visual")
+    int8 = precision.model_for_precision(src, "INT8")
+    assert any(n.op_type in ("MatMulInteger", "DynamicQuantizeLinear") for n in onnx.load(str(int8)).graph.node)
+    batch = (_photo_batch(photos, 224, NAMES) / 255.0 - 0.45) / 0.27
+    a = np.concatenate([embed(src, img[None]) for img in batch])
+    b = np.concatenate([embed(int8, img[None]) for img in batch])
+    assert nets.cosine_rows(a, b).min() >= 0.99
+
+
+def test_int8_face_recognizer_folded(starter_cache: Path, photos: dict[str, Path], tmp_path: Path) -> None:
+    """INT8 dynamic quantization of the (float32-folded) real recognizer keeps cosine >= 0.99."""
+    src = tmp_path / "recognition" / "model.onnx"
+    src.parent.mkdir()
+    folded = nets.fold_dequantize(onnx.load(str(starter_cache / "facial-recognition/scrfd_sface/recognition/model.onnx")))
+    onnx.save(folded, str(src))
+    int8 = precision.model_for_precision(src, "INT8")
+    batch = _photo_batch(photos, 112, NAMES)
+    cos = nets.cosine_rows(embed(src, batch), embed(int8, batch))
+    assert cos.min() >= 0.99, cos
