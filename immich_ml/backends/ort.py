@@ -68,6 +68,18 @@ def brief(text: str, limit: int = 700) -> str:
     return flat[: limit // 4] + " ... " + flat[-(limit - limit // 4 - 5) :]
 
 
+def _ort_reason(messages: Sequence[str]) -> str:
+    """ORT's messages about a dropped provider, most useful first, ORT's error prefixes removed."""
+    useful = []
+    for message in messages:
+        text = message.rsplit("FAIL : ", 1)[-1].strip()
+        if text and text not in useful:
+            useful.append(text)
+    # A plugin-EP lookup miss is logged for every classic provider in ORT >= 1.31: not a cause.
+    causes = [m for m in useful if not m.startswith("No registered plugin EP device")] or useful
+    return "; ".join(causes) or "ONNX Runtime dropped it without an error message"
+
+
 class ProviderFailed(Exception):
     """One provider could not take the model; ``reason`` is for the log and health."""
 
@@ -293,7 +305,7 @@ class OrtSession:
         session.disable_fallback()
         actual = session.get_providers()[0]
         if actual != provider:
-            detail = "; ".join(messages) or "ONNX Runtime dropped it without an error message"
+            detail = _ort_reason(messages)
             del session
             raise ProviderFailed(provider, f"not registered by ONNX Runtime ({detail})")
         placement = Placement(
