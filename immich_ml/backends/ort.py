@@ -68,11 +68,16 @@ def brief(text: str, limit: int = 700) -> str:
     return flat[: limit // 4] + " ... " + flat[-(limit - limit // 4 - 5) :]
 
 
+def _strip_ort_prefix(text: str) -> str:
+    """``/src/x.cc:12 Get() [ONNXRuntimeError] : 1 : FAIL : cause`` -> ``cause``."""
+    return text.rsplit("FAIL : ", 1)[-1].strip()
+
+
 def _ort_reason(messages: Sequence[str]) -> str:
     """ORT's messages about a dropped provider, most useful first, ORT's error prefixes removed."""
     useful = []
     for message in messages:
-        text = message.rsplit("FAIL : ", 1)[-1].strip()
+        text = _strip_ort_prefix(message)
         if text and text not in useful:
             useful.append(text)
     # A plugin-EP lookup miss is logged for every classic provider in ORT >= 1.31: not a cause.
@@ -228,7 +233,7 @@ class OrtSession:
             provider = state.placement.provider
             if type(exc).__name__ in _CALLER_ERRORS or provider == providers.CPU:
                 raise BackendError(f"ONNX Runtime failed to run {self._label} on {provider}: {exc}") from exc
-            raise ProviderFailed(provider, f"run failed: {type(exc).__name__}: {exc}") from exc
+            raise ProviderFailed(provider, f"run failed: {type(exc).__name__}: {_strip_ort_prefix(str(exc))}") from exc
         # .numpy() views keep their OrtValue alive (capsule base), so no copy is needed.
         return [value.numpy() for value in binding.get_outputs()]
 
@@ -301,7 +306,7 @@ class OrtSession:
             except Exception as exc:  # noqa: BLE001
                 if provider == providers.CPU:
                     raise ModelLoadError(f"ONNX Runtime could not load {path}: {exc}") from exc
-                raise ProviderFailed(provider, f"{type(exc).__name__}: {exc}") from exc
+                raise ProviderFailed(provider, f"{type(exc).__name__}: {_strip_ort_prefix(str(exc))}") from exc
         session.disable_fallback()
         actual = session.get_providers()[0]
         if actual != provider:

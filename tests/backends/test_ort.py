@@ -207,3 +207,28 @@ def test_caller_errors_are_not_fallbacks(arcface_artifacts: ModelArtifacts) -> N
         session.run({NAME: np.zeros((1, 3, 64, 64), np.float32)})
     assert session.placement.fallback_reason is None
     session.close()
+
+
+@pytest.mark.parametrize("kind", ["cuda", "rocm", "openvino", "coreml"])
+def test_listed_provider_runs_or_says_why(
+    kind: str, arcface_artifacts: ModelArtifacts, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Whatever this ORT build lists, a session on it either really runs there or falls back with
+    a WARNING and a reason: never silently. (onnxruntime-gpu without CUDA libraries, or
+    onnxruntime-migraphx without ROCm, takes the second branch.)"""
+    wanted = [p for p in P.KIND_PROVIDERS[kind] if p in ort.get_available_providers()]
+    if not wanted:
+        pytest.skip(f"this ONNX Runtime build lists no provider for {kind}")
+    settings = replace(Settings(), device=kind)
+    with caplog.at_level(logging.WARNING):
+        session = OrtSession(arcface_artifacts, settings, Target(kind, "0"), SessionOptions(label="probe"))
+    placement = session.placement
+    x = nets.faces(2)
+    np.testing.assert_allclose(session.run({NAME: x})[0], reference(arcface_artifacts, x), rtol=1e-3, atol=1e-3)
+    if placement.provider == wanted[0]:
+        assert placement.fallback_reason is None
+    else:
+        assert placement.provider == P.CPU
+        assert placement.fallback_reason and wanted[0] in placement.fallback_reason
+        assert any(r.levelno == logging.WARNING and wanted[0] in r.getMessage() for r in caplog.records)
+    session.close()
