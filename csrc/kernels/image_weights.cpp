@@ -1,4 +1,5 @@
 // Resample weights (Pillow's convolution definition) and the portable scalar passes.
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <vector>
@@ -11,6 +12,14 @@ namespace detail {
 namespace {
 
 constexpr double kPi = 3.14159265358979323846;
+
+std::atomic<bool> g_vector_kernels{true};
+
+#ifdef IMMICH_IMAGE_X86
+bool use_avx2() noexcept {
+  return g_vector_kernels.load(std::memory_order_relaxed) && __builtin_cpu_supports("avx2");
+}
+#endif
 
 double filter_support(Filter filter) {
   switch (filter) {
@@ -122,18 +131,20 @@ void vertical_row_scalar(const uint8_t* first_row, int64_t stride, const int32_t
 
 HorizontalKernel pick_horizontal() noexcept {
 #ifdef IMMICH_IMAGE_X86
-  if (__builtin_cpu_supports("avx2")) return {prepare_horizontal_avx2, horizontal_rows_avx2};
+  if (use_avx2()) return {prepare_horizontal_avx2, horizontal_rows_avx2};
 #endif
   return {prepare_horizontal_scalar, horizontal_rows_scalar};
 }
 
 VerticalRowFn pick_vertical() noexcept {
 #ifdef IMMICH_IMAGE_X86
-  if (__builtin_cpu_supports("avx2")) return vertical_row_avx2;
+  if (use_avx2()) return vertical_row_avx2;
 #endif
   return vertical_row_scalar;
 }
 
 }  // namespace detail
+
+bool set_vector_kernels(bool enabled) noexcept { return detail::g_vector_kernels.exchange(enabled); }
 }  // namespace image
 }  // namespace immich

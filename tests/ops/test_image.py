@@ -6,7 +6,7 @@ import io
 import struct
 import threading
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import PIL
@@ -15,6 +15,7 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from immich_ml import errors
+from immich_ml._core import _image
 from immich_ml.ops.image import ResizeInfo, decode_image, resize_normalize_into
 
 FILTERS = {
@@ -119,6 +120,30 @@ def test_float_nchw_matches_pillow_then_numpy(h: int, w: int, mode: str, size: t
     one_level = (1 / 255) / min(OPENAI_STD)
     np.testing.assert_allclose(out[2], ref, rtol=0, atol=one_level + 1e-5)
     assert np.isnan(out[:2]).all()
+
+
+@pytest.fixture
+def portable_loops() -> Iterator[None]:
+    """Forces the plain C++ inner loops (what non-AVX2 CPUs, e.g. ARM boards, run)."""
+    previous = _image.set_vector_kernels(False)
+    try:
+        yield
+    finally:
+        _image.set_vector_kernels(previous)
+
+
+@pytest.mark.parametrize("resample", list(FILTERS))
+@pytest.mark.parametrize(("h", "w", "mode", "size"), [
+    (1080, 1440, "shortest", (224, 224)), (3000, 700, "shortest", (224, 224)),
+    (1440, 1080, "letterbox", (640, 640)), (50, 61, "squash", (300, 500)), (1, 2000, "letterbox", (64, 64)),
+])
+def test_portable_loops_match_pillow(portable_loops: None, h: int, w: int, mode: str, size: tuple[int, int], resample: str) -> None:
+    img = random_image(h, w, seed=14)
+    out = np.zeros((1, *size, 3), np.uint8)
+    resize_normalize_into(img, out, 0, size=size, mode=mode, resample=resample)  # type: ignore[arg-type]
+    ref = pil_reference(img, size, mode, resample)
+    diff = np.abs(out[0].astype(np.int16) - ref.astype(np.int16))
+    assert diff.max() <= 1 and np.count_nonzero(diff) <= diff.size // 1000
 
 
 def test_scrfd_normalization_and_zero_pixel_fill() -> None:
@@ -354,6 +379,16 @@ def test_decode_jpeg_draft_keeps_both_sides_at_least_min_side(min_side: int) -> 
     if factor > 1:
         small = np.asarray(Image.fromarray(full).resize((w, h), Image.Resampling.BOX), np.int16)
         assert np.abs(got.astype(np.int16) - small).mean() < 40  # the same picture, not garbage
+
+
+def test_decode_mpo_uses_first_frame_and_draft() -> None:
+    first = random_image(800, 1200, seed=15)
+    buf = io.BytesIO()
+    Image.fromarray(first).save(buf, "MPO", save_all=True, append_images=[Image.new("RGB", (1200, 800), "white")])
+    got = decode_image(buf.getvalue(), min_side=200)
+    assert got.shape == (200, 300, 3)  # 1/4 scale keeps the short side at 200
+    small = np.asarray(Image.fromarray(first).resize((300, 200), Image.Resampling.BOX), np.int16)
+    assert np.abs(got.astype(np.int16) - small).mean() < 40
 
 
 def test_decode_min_side_ignored_for_png() -> None:
