@@ -16,11 +16,16 @@ namespace {
 
 using detail::AxisWeights;
 
+constexpr int kMaxThreads = 64;
+// Fewer rows than this per thread do not pay for starting the thread.
+constexpr int64_t kMinRowsPerThread = 16;
+
 // Runs fn(worker, begin, end) over [0, n) split into `threads` contiguous chunks. A thread that
 // cannot be started runs its chunk on the calling thread instead, so this never fails.
 template <class Fn>
 void run_parallel(int threads, int64_t n, const Fn& fn) noexcept {
-  const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(threads, n));
+  const int64_t parts =
+      std::max<int64_t>(1, std::min<int64_t>(threads, n / kMinRowsPerThread));
   if (parts == 1) {
     fn(0, int64_t{0}, n);
     return;
@@ -145,7 +150,8 @@ Status run(const Source& src, const Geometry& g, Filter filter, const Sink& sink
       filter < kBilinear || filter > kLanczos) {
     return kInvalidArgument;
   }
-  if (threads < 1) threads = 1;
+  // More threads than this only adds start-up cost for images of any realistic size.
+  threads = std::min(std::max(threads, 1), kMaxThreads);
   // Like Pillow, an axis whose size does not change is not resampled at all.
   const bool need_h = g.resized_w != src.width;
   const bool need_v = g.resized_h != src.height;
