@@ -136,6 +136,15 @@ def main() -> None:
     det_cases += [("SCRFD 640 ours float32 NCHW, threads=1", ours_det(1)), ("SCRFD 640 ours float32 NCHW, threads=2", ours_det(2))]
     section(("SCRFD 640 reference: PIL resize+paste, numpy normalize", lambda: letterbox_pil_reference(pil)), det_cases)
 
+    big = photo(3000, 4000)
+    big_pil = Image.fromarray(big)
+    section(("CLIP 224 from 4000x3000 (12 MP) reference: PIL + numpy", lambda: clip_reference(big_pil)), [
+        ("CLIP 224 from 4000x3000 ours, threads=1",
+         lambda: resize_normalize_into(big, clip_out, 0, size=(224, 224), mode="shortest", mean=MEAN_T, std=STD_T)),
+        ("CLIP 224 from 4000x3000 ours, threads=2",
+         lambda: resize_normalize_into(big, clip_out, 0, size=(224, 224), mode="shortest", mean=MEAN_T, std=STD_T, threads=2)),
+    ])
+
     buf = io.BytesIO()
     pil.save(buf, "JPEG", quality=90)
     jpeg = buf.getvalue()

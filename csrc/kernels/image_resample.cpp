@@ -50,38 +50,35 @@ void run_parallel(int threads, int64_t n, const Fn& fn) noexcept {
 }
 
 // Writes rows of normalised float32 into 3 planes; pixels right of / below the region get the
-// normalised value of a zero pixel.
+// normalised value of a zero pixel. (p * scale - mean) / std is applied as p * gain + bias with
+// gain = scale / std and bias = -mean / std, like Immich's own normalisation.
 class ChwSink {
  public:
   ChwSink(const Normalization& norm, float* out, int64_t out_h, int64_t out_w)
-      : out_(out), plane_(out_h * out_w), out_w_(out_w) {
+      : out_(out), plane_(out_h * out_w), out_w_(out_w), convert_(detail::pick_planar()) {
     for (int c = 0; c < 3; ++c) {
-      for (int v = 0; v < 256; ++v) {
-        lut_[c][v] = (static_cast<float>(v) * norm.scale - norm.mean[c]) / norm.std[c];
-      }
+      const double std_c = static_cast<double>(norm.std[c]);
+      gain_[c] = static_cast<float>(static_cast<double>(norm.scale) / std_c);
+      bias_[c] = static_cast<float>(-static_cast<double>(norm.mean[c]) / std_c);
     }
   }
   void row(int64_t y, const uint8_t* rgb, int64_t width) const noexcept {
     float* r = out_ + y * out_w_;
-    float* g = r + plane_;
-    float* b = g + plane_;
-    for (int64_t x = 0; x < width; ++x) {
-      r[x] = lut_[0][rgb[3 * x + 0]];
-      g[x] = lut_[1][rgb[3 * x + 1]];
-      b[x] = lut_[2][rgb[3 * x + 2]];
-    }
+    convert_(rgb, width, gain_, bias_, r, r + plane_, r + 2 * plane_);
     fill(y, width);
   }
   void fill(int64_t y, int64_t from_x) const noexcept {
     float* r = out_ + y * out_w_;
-    for (int c = 0; c < 3; ++c) std::fill(r + c * plane_ + from_x, r + c * plane_ + out_w_, lut_[c][0]);
+    for (int c = 0; c < 3; ++c) std::fill(r + c * plane_ + from_x, r + c * plane_ + out_w_, bias_[c]);
   }
 
  private:
   float* out_;
   int64_t plane_;
   int64_t out_w_;
-  float lut_[3][256];
+  detail::PlanarRowFn convert_;
+  float gain_[3];
+  float bias_[3];
 };
 
 class HwcSink {

@@ -129,6 +129,15 @@ void vertical_row_scalar(const uint8_t* first_row, int64_t stride, const int32_t
   }
 }
 
+void planar_row_scalar(const uint8_t* rgb, int64_t n, const float* gain, const float* bias, float* r,
+                       float* g, float* b) {
+  for (int64_t x = 0; x < n; ++x) {
+    r[x] = static_cast<float>(rgb[3 * x + 0]) * gain[0] + bias[0];
+    g[x] = static_cast<float>(rgb[3 * x + 1]) * gain[1] + bias[1];
+    b[x] = static_cast<float>(rgb[3 * x + 2]) * gain[2] + bias[2];
+  }
+}
+
 HorizontalKernel pick_horizontal() noexcept {
 #ifdef IMMICH_IMAGE_X86
   if (use_avx2()) return {prepare_horizontal_avx2, horizontal_rows_avx2};
@@ -141,6 +150,13 @@ VerticalRowFn pick_vertical() noexcept {
   if (use_avx2()) return vertical_row_avx2;
 #endif
   return vertical_row_scalar;
+}
+
+PlanarRowFn pick_planar() noexcept {
+#ifdef IMMICH_IMAGE_X86
+  if (use_avx2()) return planar_row_avx2;
+#endif
+  return planar_row_scalar;
 }
 
 }  // namespace detail

@@ -146,6 +146,21 @@ def test_portable_loops_match_pillow(portable_loops: None, h: int, w: int, mode:
     assert diff.max() <= 1 and np.count_nonzero(diff) <= diff.size // 1000
 
 
+@pytest.mark.parametrize(("h", "w", "mode", "size"), [
+    (1080, 1440, "shortest", (224, 224)), (3000, 700, "shortest", (224, 224)), (33, 20, "letterbox", (64, 64)),
+])
+def test_portable_and_vector_loops_agree_on_float_output(h: int, w: int, mode: str, size: tuple[int, int]) -> None:
+    img = random_image(h, w, seed=16)
+    outs = np.zeros((2, 3, *size), np.float32)
+    previous = _image.set_vector_kernels(False)
+    try:
+        resize_normalize_into(img, outs, 0, size=size, mode=mode, mean=OPENAI_MEAN, std=OPENAI_STD)  # type: ignore[arg-type]
+    finally:
+        _image.set_vector_kernels(previous)
+    resize_normalize_into(img, outs, 1, size=size, mode=mode, mean=OPENAI_MEAN, std=OPENAI_STD)  # type: ignore[arg-type]
+    np.testing.assert_allclose(outs[0], outs[1], rtol=0, atol=1e-6)
+
+
 def test_scrfd_normalization_and_zero_pixel_fill() -> None:
     img = random_image(1080, 1440, seed=2)
     out = np.zeros((1, 3, 640, 640), np.float32)
