@@ -16,7 +16,7 @@ from PIL import Image
 
 from immich_ml import errors
 from immich_ml._core import _image
-from immich_ml.ops.image import ResizeInfo, decode_image, resize_normalize_into
+from immich_ml.ops.image import Mode, Resample, ResizeInfo, decode_image, resize_normalize_into
 
 FILTERS = {
     "bilinear": Image.Resampling.BILINEAR,
@@ -36,7 +36,8 @@ def random_image(h: int, w: int, seed: int = 0) -> NDArray[np.uint8]:
     noise = rng.integers(0, 256, (h, w, 3), dtype=np.int32)
     yy, xx = np.mgrid[0:h, 0:w]
     ramp = ((yy * 255 // max(h - 1, 1) + xx * 255 // max(w - 1, 1)) // 2)[..., None]
-    return ((noise + ramp * 3) // 4).astype(np.uint8)
+    mixed: NDArray[np.int32] = (noise + ramp * 3) // 4
+    return mixed.astype(np.uint8)
 
 
 def expected_resized_size(h: int, w: int, size: tuple[int, int], mode: str) -> tuple[int, int]:
@@ -70,8 +71,8 @@ def pil_reference(img: NDArray[np.uint8], size: tuple[int, int], mode: str, resa
 
 
 def normalize_reference(pixels: NDArray[np.uint8], scale: float, mean: tuple[float, ...], std: tuple[float, ...]) -> NDArray[np.float32]:
-    x = pixels.astype(np.float32) * np.float32(scale)
-    x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    scaled = pixels.astype(np.float32) * np.float32(scale)
+    x = ((scaled - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)).astype(np.float32, copy=False)
     return np.ascontiguousarray(x.transpose(2, 0, 1))
 
 
@@ -89,7 +90,7 @@ CASES = [("shortest", (224, 224)), ("squash", (224, 224)), ("squash", (96, 160))
 @pytest.mark.parametrize("resample", list(FILTERS))
 @pytest.mark.parametrize(("mode", "size"), CASES)
 @pytest.mark.parametrize(("h", "w"), SHAPES)
-def test_uint8_matches_pillow(h: int, w: int, mode: str, size: tuple[int, int], resample: str) -> None:
+def test_uint8_matches_pillow(h: int, w: int, mode: Mode, size: tuple[int, int], resample: Resample) -> None:
     if not PILLOW_13 and pillow_goes_vertical_first(h, w, size, mode):
         pytest.skip("this Pillow resamples horizontally first for this shape")
     img = random_image(h, w)
@@ -109,7 +110,7 @@ def test_uint8_matches_pillow(h: int, w: int, mode: str, size: tuple[int, int], 
 @pytest.mark.parametrize("resample", list(FILTERS))
 @pytest.mark.parametrize(("mode", "size"), CASES)
 @pytest.mark.parametrize(("h", "w"), [(1, 1), (2000, 1), (33, 47), (1080, 1440), (1500, 400)])
-def test_float_nchw_matches_pillow_then_numpy(h: int, w: int, mode: str, size: tuple[int, int], resample: str) -> None:
+def test_float_nchw_matches_pillow_then_numpy(h: int, w: int, mode: Mode, size: tuple[int, int], resample: Resample) -> None:
     if not PILLOW_13 and pillow_goes_vertical_first(h, w, size, mode):
         pytest.skip("this Pillow resamples horizontally first for this shape")
     img = random_image(h, w, seed=1)
@@ -137,10 +138,10 @@ def portable_loops() -> Iterator[None]:
     (1080, 1440, "shortest", (224, 224)), (3000, 700, "shortest", (224, 224)),
     (1440, 1080, "letterbox", (640, 640)), (50, 61, "squash", (300, 500)), (1, 2000, "letterbox", (64, 64)),
 ])
-def test_portable_loops_match_pillow(portable_loops: None, h: int, w: int, mode: str, size: tuple[int, int], resample: str) -> None:
+def test_portable_loops_match_pillow(portable_loops: None, h: int, w: int, mode: Mode, size: tuple[int, int], resample: Resample) -> None:
     img = random_image(h, w, seed=14)
     out = np.zeros((1, *size, 3), np.uint8)
-    resize_normalize_into(img, out, 0, size=size, mode=mode, resample=resample)  # type: ignore[arg-type]
+    resize_normalize_into(img, out, 0, size=size, mode=mode, resample=resample)
     ref = pil_reference(img, size, mode, resample)
     diff = np.abs(out[0].astype(np.int16) - ref.astype(np.int16))
     assert diff.max() <= 1 and np.count_nonzero(diff) <= diff.size // 1000
@@ -149,15 +150,15 @@ def test_portable_loops_match_pillow(portable_loops: None, h: int, w: int, mode:
 @pytest.mark.parametrize(("h", "w", "mode", "size"), [
     (1080, 1440, "shortest", (224, 224)), (3000, 700, "shortest", (224, 224)), (33, 20, "letterbox", (64, 64)),
 ])
-def test_portable_and_vector_loops_agree_on_float_output(h: int, w: int, mode: str, size: tuple[int, int]) -> None:
+def test_portable_and_vector_loops_agree_on_float_output(h: int, w: int, mode: Mode, size: tuple[int, int]) -> None:
     img = random_image(h, w, seed=16)
     outs = np.zeros((2, 3, *size), np.float32)
     previous = _image.set_vector_kernels(False)
     try:
-        resize_normalize_into(img, outs, 0, size=size, mode=mode, mean=OPENAI_MEAN, std=OPENAI_STD)  # type: ignore[arg-type]
+        resize_normalize_into(img, outs, 0, size=size, mode=mode, mean=OPENAI_MEAN, std=OPENAI_STD)
     finally:
         _image.set_vector_kernels(previous)
-    resize_normalize_into(img, outs, 1, size=size, mode=mode, mean=OPENAI_MEAN, std=OPENAI_STD)  # type: ignore[arg-type]
+    resize_normalize_into(img, outs, 1, size=size, mode=mode, mean=OPENAI_MEAN, std=OPENAI_STD)
     np.testing.assert_allclose(outs[0], outs[1], rtol=0, atol=1e-6)
 
 
@@ -214,7 +215,7 @@ def test_source_views(view: str) -> None:
     (50, 60, "squash", (300, 500)),         # upscale
 ])
 @pytest.mark.parametrize("threads", [2, 3, 8])
-def test_kernel_threads_give_identical_results(h: int, w: int, mode: str, size: tuple[int, int], threads: int) -> None:
+def test_kernel_threads_give_identical_results(h: int, w: int, mode: Mode, size: tuple[int, int], threads: int) -> None:
     img = random_image(h, w, seed=5)
     serial = np.zeros((1, 3, *size), np.float32)
     parallel = np.zeros_like(serial)
@@ -320,7 +321,7 @@ def test_decode_jpeg_matches_pillow_full_decode() -> None:
 
 
 @pytest.mark.parametrize("mode", ["L", "RGBA", "P", "CMYK", "I;16"])
-def test_decode_converts_to_rgb_like_pillow(mode: str) -> None:
+def test_decode_converts_to_rgb_like_pillow(mode: Mode) -> None:
     pil = Image.fromarray(random_image(20, 30, seed=8)).convert(mode)
     fmt = "TIFF" if mode in ("CMYK", "I;16") else "PNG"
     data = encode(pil, fmt)
