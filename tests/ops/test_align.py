@@ -183,7 +183,8 @@ def test_float_output_is_normalized_uint8_output() -> None:
     interleaved = np.zeros((6, 112, 112, 3), np.uint8)
     align_faces_into(image, landmarks, planar, mean=100.0, std=50.0)
     align_faces_into(image, landmarks, interleaved)
-    expected = ((interleaved.astype(np.float64) - 100.0) / 50.0).astype(np.float32)
+    # float32 arithmetic: (pixel - mean) * float32(1 / std), as cv2.dnn.blobFromImage computes it.
+    expected = (interleaved.astype(np.float32) - np.float32(100.0)) * np.float32(1 / 50.0)
     np.testing.assert_array_equal(planar, expected.transpose(0, 3, 1, 2))
 
 
