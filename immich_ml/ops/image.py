@@ -171,7 +171,8 @@ def _check_image(image: object) -> tuple[int, int]:
         raise errors.InvalidInput(f"image must have shape (height, width, 3), got {image.shape}")
     if image.shape[0] == 0 or image.shape[1] == 0:
         raise errors.InvalidInput(f"image has zero width or height: shape {image.shape}")
-    if image.strides[2] != 1 or image.strides[1] != 3:
+    # numpy leaves the stride of a length-1 axis arbitrary, so only check what the kernel walks.
+    if image.strides[2] != 1 or (image.shape[1] > 1 and image.strides[1] != 3):
         raise errors.InvalidInput(
             "image pixels must be packed RGB (strides (*, 3, 1)); got strides "
             f"{image.strides}: pass np.ascontiguousarray(image)"

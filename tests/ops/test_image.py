@@ -76,6 +76,11 @@ def normalize_reference(pixels: NDArray[np.uint8], scale: float, mean: tuple[flo
     return np.ascontiguousarray(x.transpose(2, 0, 1))
 
 
+def skip_unless_pillow_order(h: int, w: int, size: tuple[int, int], mode: Mode) -> None:
+    if not PILLOW_13 and pillow_goes_vertical_first(h, w, size, mode):
+        pytest.skip("this Pillow resamples horizontally first for this shape")
+
+
 def pillow_goes_vertical_first(h: int, w: int, size: tuple[int, int], mode: str) -> bool:
     rw, rh = expected_resized_size(h, w, size, mode)
     return rw != w and rh < h and h - rh > 2 * (w - rw)
@@ -87,12 +92,18 @@ CASES = [("shortest", (224, 224)), ("squash", (224, 224)), ("squash", (96, 160))
          ("letterbox", (640, 640)), ("letterbox", (160, 96))]
 
 
+def matrix(shapes: list[tuple[int, int]]) -> list[tuple[int, int, str, tuple[int, int]]]:
+    """shapes x CASES, without "shortest" on 1 x 2000-like strips: for those Pillow would build
+    the whole 448000 x 224 resized image (400 MB) before cropping; the extreme-aspect tests below
+    cover them with references Pillow builds quickly."""
+    return [(h, w, mode, size) for h, w in shapes for mode, size in CASES
+            if not (mode == "shortest" and max(h, w) > 500 * min(h, w))]
+
+
 @pytest.mark.parametrize("resample", list(FILTERS))
-@pytest.mark.parametrize(("mode", "size"), CASES)
-@pytest.mark.parametrize(("h", "w"), SHAPES)
+@pytest.mark.parametrize(("h", "w", "mode", "size"), matrix(SHAPES))
 def test_uint8_matches_pillow(h: int, w: int, mode: Mode, size: tuple[int, int], resample: Resample) -> None:
-    if not PILLOW_13 and pillow_goes_vertical_first(h, w, size, mode):
-        pytest.skip("this Pillow resamples horizontally first for this shape")
+    skip_unless_pillow_order(h, w, size, mode)
     img = random_image(h, w)
     out = np.full((2, *size, 3), 77, np.uint8)
     info = resize_normalize_into(img, out, 1, size=size, mode=mode, resample=resample)
@@ -108,11 +119,9 @@ def test_uint8_matches_pillow(h: int, w: int, mode: Mode, size: tuple[int, int],
 
 
 @pytest.mark.parametrize("resample", list(FILTERS))
-@pytest.mark.parametrize(("mode", "size"), CASES)
-@pytest.mark.parametrize(("h", "w"), [(1, 1), (2000, 1), (33, 47), (1080, 1440), (1500, 400)])
+@pytest.mark.parametrize(("h", "w", "mode", "size"), matrix([(1, 1), (2000, 1), (33, 47), (1080, 1440), (1500, 400)]))
 def test_float_nchw_matches_pillow_then_numpy(h: int, w: int, mode: Mode, size: tuple[int, int], resample: Resample) -> None:
-    if not PILLOW_13 and pillow_goes_vertical_first(h, w, size, mode):
-        pytest.skip("this Pillow resamples horizontally first for this shape")
+    skip_unless_pillow_order(h, w, size, mode)
     img = random_image(h, w, seed=1)
     out = np.full((3, 3, *size), np.nan, np.float32)
     resize_normalize_into(img, out, 2, size=size, mode=mode, resample=resample,
@@ -160,6 +169,35 @@ def test_portable_and_vector_loops_agree_on_float_output(h: int, w: int, mode: M
         _image.set_vector_kernels(previous)
     resize_normalize_into(img, outs, 1, size=size, mode=mode, mean=OPENAI_MEAN, std=OPENAI_STD)
     np.testing.assert_allclose(outs[0], outs[1], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("resample", list(FILTERS))
+@pytest.mark.parametrize(("h", "w"), [(1, 300), (300, 1), (2, 700), (700, 3)])
+def test_shortest_extreme_aspect(h: int, w: int, resample: Resample) -> None:
+    img = random_image(h, w, seed=17)
+    out = np.zeros((1, 224, 224, 3), np.uint8)
+    info = resize_normalize_into(img, out, 0, size=(224, 224), mode="shortest", resample=resample)
+    assert (info.resized_width, info.resized_height) == expected_resized_size(h, w, (224, 224), "shortest")
+    diff = np.abs(out[0].astype(np.int16) - pil_reference(img, (224, 224), "shortest", resample).astype(np.int16))
+    assert diff.max() <= 1 and np.count_nonzero(diff) <= diff.size // 1000
+
+
+@pytest.mark.parametrize("resample", list(FILTERS))
+def test_shortest_extreme_aspect_one_pixel_wide(resample: Resample) -> None:
+    # 1 x 2000 -> 448000 x 224 before the crop: too big for a Pillow reference of the whole thing,
+    # but a single source row only needs Pillow's 1-D resize (stretching 1 row to 224 rows copies
+    # it exactly), then the same centre crop.
+    img = random_image(1, 2000, seed=18)
+    out = np.zeros((1, 224, 224, 3), np.uint8)
+    info = resize_normalize_into(img, out, 0, size=(224, 224), mode="shortest", resample=resample)
+    assert (info.resized_width, info.resized_height) == (448000, 224)
+    row = np.asarray(Image.fromarray(img).resize((448000, 1), FILTERS[resample]))[0]
+    left = int(448000 / 2 - 224 / 2)
+    np.testing.assert_array_equal(out[0], np.broadcast_to(row[left:left + 224], (224, 224, 3)))
+    tall = np.ascontiguousarray(img.transpose(1, 0, 2))  # 2000 x 1
+    resize_normalize_into(tall, out, 0, size=(224, 224), mode="shortest", resample=resample)
+    column = np.asarray(Image.fromarray(tall).resize((1, 448000), FILTERS[resample]))[:, 0]
+    np.testing.assert_array_equal(out[0], np.broadcast_to(column[left:left + 224, None], (224, 224, 3)))
 
 
 def test_scrfd_normalization_and_zero_pixel_fill() -> None:
