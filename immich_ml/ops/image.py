@@ -117,7 +117,9 @@ def resize_normalize_into(
         centre crop, as Immich's CLIP preprocessing; "squash": stretch to (H, W); "letterbox":
         keep aspect so the image fits (insightface's rounding), top-left, the rest zero pixels
         (i.e. the normalised value of a 0 pixel).
-    resample: Pillow filter; results match ``PIL.Image.resize`` (max difference 1 level).
+    resample: Pillow filter; results match ``PIL.Image.resize`` bit for bit (Pillow >= 13; older
+        Pillow always resamples horizontally first, which differs by a level or two in a few
+        pixels of images more than twice as tall as wide).
     threads: split rows over this many threads (worth it only for large outputs).
     Raises errors.InvalidInput on a wrong dtype, shape, layout, size or parameter.
     """
