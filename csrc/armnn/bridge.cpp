@@ -37,6 +37,7 @@ struct Network {
     std::vector<detail::Binding> outputs;
     std::vector<armnn::TensorInfo> input_infos;
     std::vector<armnn::TensorInfo> output_infos;
+    bool loaded = false;
     bool imported = false;
     bool exported = false;
     std::mutex run_mutex;
@@ -190,9 +191,7 @@ armnn::IOptimizedNetworkPtr optimize(RuntimeCore& core, detail::Parsed& parsed, 
     return optimized;
 }
 
-// Runs the loaded network once on zeroed, aligned buffers. With import/export enabled this is
-// where ARM NN finds out whether the backend can really map caller memory (GpuAcc in 20.08
-// cannot), so the decision is made at load time instead of failing a user's request.
+// Runs the loaded network once on zeroed buffers aligned for import.
 void probe_run(RuntimeCore& core, Network& network) {
     std::vector<std::unique_ptr<unsigned char, decltype(&std::free)>> buffers;
     armnn::InputTensors inputs;
@@ -233,6 +232,7 @@ void load_optimized(RuntimeCore& core, Network& network, armnn::IOptimizedNetwor
     if (status != armnn::Status::Success) {
         throw BridgeError(kLoadFailed, "ARM NN could not load the network: " + message);
     }
+    network.loaded = true;
     network.imported = import_inputs;
     network.exported = export_outputs;
     network.input_infos.clear();
@@ -245,9 +245,56 @@ void load_optimized(RuntimeCore& core, Network& network, armnn::IOptimizedNetwor
     }
 }
 
-void unload(RuntimeCore& core, Network& network) {
-    std::lock_guard<std::mutex> lock(core.load_mutex);
-    core.runtime->UnloadNetwork(network.id);
+void unload(RuntimeCore& core, Network& network) noexcept {
+    if (!network.loaded) {
+        return;
+    }
+    network.loaded = false;
+    try {
+        std::lock_guard<std::mutex> lock(core.load_mutex);
+        core.runtime->UnloadNetwork(network.id);
+    } catch (...) {
+        // Unloading failed: the runtime frees the network when it is destroyed.
+    }
+}
+
+// Optimizes and loads `parsed`, then runs it once on zeros. The run validates the whole chain at
+// load time (an error becomes a load error the caller can fall back from, not a failed request),
+// warms GpuAcc kernels up, and settles memory import: with import/export enabled it is where ARM
+// NN finds out whether the backend can map caller memory (GpuAcc in 20.08 cannot), so a refusal
+// drops exactly the refused half and reloads. On return the network is loaded; on throw it is not.
+void build(RuntimeCore& core, Network& network, detail::Parsed& parsed, const LoadOptions& options,
+           bool fp16, LoadReport& report, std::string& notes) {
+    bool import_inputs = options.import_memory;
+    bool export_outputs = options.import_memory;
+    try {
+        armnn::IOptimizedNetworkPtr optimized =
+            optimize(core, parsed, options, fp16, import_inputs || export_outputs, report);
+        describe_graph(*optimized, report);
+        load_optimized(core, network, std::move(optimized), import_inputs, export_outputs);
+        for (int attempt = 0; attempt < 3; ++attempt) {
+            try {
+                probe_run(core, network);
+                return;
+            } catch (const armnn::MemoryImportException& e) {
+                if (!import_inputs) throw;
+                add_note(notes, std::string("inputs are copied: ") + e.what());
+                import_inputs = false;
+            } catch (const armnn::MemoryExportException& e) {
+                if (!export_outputs) throw;
+                add_note(notes, std::string("outputs are copied: ") + e.what());
+                export_outputs = false;
+            }
+            unload(core, network);
+            load_optimized(core, network,
+                           optimize(core, parsed, options, fp16, import_inputs || export_outputs, report),
+                           import_inputs, export_outputs);
+        }
+        throw BridgeError(kLoadFailed, "ARM NN kept refusing caller memory for this network");
+    } catch (...) {
+        unload(core, network);
+        throw;
+    }
 }
 
 int dtype_of(armnn::DataType type) {
@@ -353,50 +400,22 @@ int network_load(Runtime* runtime, const char* path, const LoadOptions& options,
     RuntimeCore& core = *runtime->core;
     auto network = std::make_unique<Network>();
     network->core = runtime->core;
-    bool loaded = false;
     try {
         detail::Parsed parsed = detail::parse_file(path);
         network->inputs = parsed.inputs;
         network->outputs = parsed.outputs;
 
-        armnn::IOptimizedNetworkPtr optimized{nullptr, &armnn::IOptimizedNetwork::Destroy};
-        bool fp16 = options.fp16;
-        if (fp16) {
+        if (options.fp16) {
             try {
-                optimized = optimize(core, parsed, options, true, options.import_memory, report);
+                build(core, *network, parsed, options, true, report, notes);
             } catch (const std::exception& e) {
-                // Immich retries without FP16 turbo when a model rejects it (e.g. FP16 models).
-                add_note(notes, std::string("FP16 turbo rejected, running FP32: ") + e.what());
-                fp16 = false;
+                // Immich retries without FP16 turbo when a model rejects it (e.g. FP16 models);
+                // here any failure of the FP16 attempt (optimize, load or first run) retries.
+                add_note(notes, std::string("FP16 turbo failed, running FP32: ") + e.what());
             }
         }
-        if (!optimized) {
-            optimized = optimize(core, parsed, options, false, options.import_memory, report);
-        }
-        describe_graph(*optimized, report);
-
-        bool import_inputs = options.import_memory;
-        bool export_outputs = options.import_memory;
-        load_optimized(core, *network, std::move(optimized), import_inputs, export_outputs);
-        loaded = true;
-        // Verify import/export with one run; on refusal drop exactly the refused half and reload.
-        for (int attempt = 0; attempt < 3 && (import_inputs || export_outputs); ++attempt) {
-            try {
-                probe_run(core, *network);
-                break;
-            } catch (const armnn::MemoryImportException& e) {
-                add_note(notes, std::string("inputs are copied: ") + e.what());
-                import_inputs = false;
-            } catch (const armnn::MemoryExportException& e) {
-                add_note(notes, std::string("outputs are copied: ") + e.what());
-                export_outputs = false;
-            }
-            unload(core, *network);
-            loaded = false;
-            load_optimized(core, *network,
-                           optimize(core, parsed, options, fp16, import_inputs || export_outputs, report),
-                           import_inputs, export_outputs);
-            loaded = true;
+        if (!network->loaded) {
+            build(core, *network, parsed, options, false, report, notes);
         }
         if (!options.import_memory) {
             add_note(notes, "memory import disabled: inputs and outputs are copied");
@@ -422,16 +441,16 @@ int network_load(Runtime* runtime, const char* path, const LoadOptions& options,
         *out = network.release();
         return kOk;
     } catch (const BridgeError& e) {
-        if (loaded) unload(core, *network);
+        unload(core, *network);
         return fail(e, e.status(), error, error_length);
     } catch (const armnn::Exception& e) {
-        if (loaded) unload(core, *network);
+        unload(core, *network);
         return fail(e, kLoadFailed, error, error_length);
     } catch (const std::exception& e) {
-        if (loaded) unload(core, *network);
+        unload(core, *network);
         return fail(e, kInternal, error, error_length);
     } catch (...) {
-        if (loaded) unload(core, *network);
+        unload(core, *network);
         copy_text("unknown error while loading the network", error, error_length);
         return kInternal;
     }
@@ -518,11 +537,9 @@ void network_release(Network* network) noexcept {
     if (network == nullptr) {
         return;
     }
-    try {
+    {
         std::lock_guard<std::mutex> run_lock(network->run_mutex);
         unload(*network->core, *network);
-    } catch (...) {
-        // Unloading failed: the runtime frees the network when it is destroyed.
     }
     delete network;
 }

@@ -26,6 +26,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 
 namespace immich::armnn_bridge {
 namespace detail {
@@ -77,8 +78,15 @@ armnn::INetworkPtr read_armnn(const std::string& path) {
     if (!stream) {
         throw BridgeError(kFileNotFound, "cannot open " + path);
     }
+    const std::vector<std::uint8_t> bytes((std::istreambuf_iterator<char>(stream)), std::istreambuf_iterator<char>());
+    if constexpr (kDeserializerOutputBug) {
+        const std::string hazard = deserializer_hazard(bytes);
+        if (!hazard.empty()) {
+            throw BridgeError(kUnsupportedFormat, path + ": " + hazard);
+        }
+    }
     auto deserializer = armnnDeserializer::IDeserializer::Create();
-    return deserializer->CreateNetworkFromBinary(stream);
+    return deserializer->CreateNetworkFromBinary(bytes);
 }
 
 armnn::INetworkPtr read_tflite(const std::string& path) {

@@ -13,6 +13,7 @@
 #include <armnn/MemorySources.hpp>
 #endif
 
+#include <cstdint>
 #include <cstring>
 #include <string>
 #include <type_traits>
@@ -60,6 +61,13 @@ inline void copy_text(const std::string& text, char* out, std::size_t length) no
 // Reads a network from `path`, choosing the reader by extension (.armnn, .tflite, .onnx).
 // Throws BridgeError(kFileNotFound / kUnsupportedFormat / kParseFailed).
 Parsed parse_file(const std::string& path);
+
+// Non-empty (the reason) when the .armnn file in `bytes` would make this ARM NN's deserializer
+// abort the process (see armnn_file.cpp); "" when it is safe to hand over.
+std::string deserializer_hazard(const std::vector<std::uint8_t>& bytes);
+// The deserializer reads each output's tensor info from the wrong slot up to at least ARM NN
+// 20.11 (library version 23); 21.05 (version 25) restructured it. Check everything before that.
+inline constexpr bool kDeserializerOutputBug = ARMNN_MAJOR_VERSION < 25;
 
 // Optimizer model options (FastMathEnabled, cached network) arrived in ARM NN 20.11 as
 // OptimizerOptions::m_ModelOptions; detect the member instead of trusting version numbers.
