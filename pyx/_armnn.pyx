@@ -1,4 +1,4 @@
-# cython: language_level=3, boundscheck=False, wraparound=False
+# cython: language_level=3, boundscheck=False, wraparound=False, embedsignature=True, autotestdict=False
 """Thin wrapper over the ARM NN bridge (csrc/armnn). Built only where ARM NN headers were found.
 
 Buffers cross as the Python buffer protocol (numpy arrays): dense C-contiguous memory whose size
@@ -75,6 +75,7 @@ cdef class Runtime:
     """An ARM NN runtime with a filtered backend preference list and GpuAcc tuning options."""
 
     cdef bridge.Runtime* _ptr
+    cdef object __weakref__
 
     def __cinit__(self, str backends="", int tuning_level=0, str tuning_file="", int log_severity=3):
         cdef bytes backends_b = backends.encode()
