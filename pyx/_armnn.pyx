@@ -1,4 +1,4 @@
-# cython: language_level=3, boundscheck=False, wraparound=False, embedsignature=True, autotestdict=False
+# cython: language_level=3, boundscheck=False, wraparound=False, embedsignature=True, autotestdict=False, auto_pickle=False
 """Thin wrapper over the ARM NN bridge (csrc/armnn). Built only where ARM NN headers were found.
 
 Buffers cross as the Python buffer protocol (numpy arrays): dense C-contiguous memory whose size
@@ -77,7 +77,7 @@ cdef class Runtime:
     cdef bridge.Runtime* _ptr
     cdef object __weakref__
 
-    def __cinit__(self, str backends="", int tuning_level=0, str tuning_file="", int log_severity=3):
+    def __init__(self, str backends="", int tuning_level=0, str tuning_file="", int log_severity=3):
         cdef bytes backends_b = backends.encode()
         cdef bytes tuning_b = tuning_file.encode()
         cdef bridge.RuntimeOptions options
@@ -125,8 +125,8 @@ cdef class Network:
     cdef readonly tuple outputs
     cdef readonly dict report
 
-    def __cinit__(self, Runtime runtime not None, str path, *, bint fp16=False, bint fast_math=True,
-                  bint import_memory=True, str cached_network_path=""):
+    def __init__(self, Runtime runtime not None, str path, *, bint fp16=False, bint fast_math=True,
+                 bint import_memory=True, str cached_network_path=""):
         cdef bytes path_b = path.encode()
         cdef bytes cache_b = cached_network_path.encode()
         cdef const char* path_c = path_b

@@ -4,7 +4,7 @@ immich_ml.backends.armnn, which imports it lazily and reports why it is unavaila
 from collections.abc import Sequence
 from typing import Any
 
-from typing_extensions import Buffer
+from typing_extensions import Buffer, disjoint_base
 
 IMPORT_ALIGNMENT: int
 
@@ -15,6 +15,7 @@ class ArmnnError(RuntimeError):
 def capabilities() -> dict[str, Any]: ...
 def convert(source: str, destination: str) -> None: ...
 
+@disjoint_base
 class Runtime:
     def __init__(
         self, backends: str = "", tuning_level: int = 0, tuning_file: str = "", log_severity: int = 3
@@ -24,6 +25,7 @@ class Runtime:
     @property
     def registered(self) -> tuple[str, ...]: ...
 
+@disjoint_base
 class Network:
     # (name, shape, numpy dtype name, byte size) per tensor, in binding order.
     inputs: tuple[tuple[str, tuple[int, ...], str, int], ...]
