@@ -48,9 +48,13 @@ log = logging.getLogger(__name__)
 
 TUNING_FILE = "gpu-tuning.ann"
 CACHED_NETWORK_FILE = "model.anncache"
-INSTALL_HINT = (
-    "install ARM NN (Debian/Ubuntu: scripts/install-armnn.sh, i.e. apt install libarmnn-dev "
-    "libarmnntfliteparser-dev plus libarmnn-gpuacc-backend22 on a Mali board)"
+BUILD_HINT = (
+    "install ARM NN's headers (Debian/Ubuntu: scripts/install-armnn.sh, i.e. apt install "
+    "libarmnn-dev libarmnntfliteparser-dev) and reinstall immich-ml"
+)
+RUNTIME_HINT = (
+    "install ARM NN's libraries (Debian/Ubuntu: apt install libarmnn22 libarmnntfliteparser22 "
+    "and a backend: libarmnn-gpuacc-backend22 on a Mali board)"
 )
 _GPU_HINT = "install ARM NN's Mali GPU backend (Debian/Ubuntu: libarmnn-gpuacc-backend22)"
 # A Mali board runs on the GPU, with CpuAcc only for layers GpuAcc lacks: CpuRef is a slow
@@ -74,10 +78,10 @@ def _bridge() -> tuple[ModuleType | None, str]:
             raise
         return None, (
             "not built: ARM NN headers were not found at build time (or IMMICH_WITH_ARMNN=OFF); "
-            f"{INSTALL_HINT}, then reinstall immich-ml"
+            + BUILD_HINT
         )
     except ImportError as exc:
-        return None, f"libarmnn not found: {INSTALL_HINT} ({exc})"
+        return None, f"libarmnn not found: {RUNTIME_HINT} ({exc})"
     return module, ""
 
 
@@ -201,11 +205,13 @@ class ArmnnSession:
                 f"({path if path is not None else artifacts.directory / 'model.armnn'} not found)."
             )
         forced = settings.device == "armnn"
-        self._runtime = _RUNTIMES.get(module, settings, forced)
+        runtime = _RUNTIMES.get(module, settings, forced)
+        # Dropped on close: the runtime (and the tuning file write) ends with its last session.
+        self._runtime: _armnn.Runtime | None = runtime
         cache_path = path.with_name(CACHED_NETWORK_FILE)
         try:
             self._network = module.Network(
-                self._runtime,
+                runtime,
                 str(path),
                 fp16=settings.ann_fp16_turbo,
                 fast_math=True,
@@ -219,7 +225,7 @@ class ArmnnSession:
         self._module = module
         self._inputs = tuple(TensorSpec(n, tuple(s), d) for n, s, d, _ in self._network.inputs)
         self._outputs = tuple(TensorSpec(n, tuple(s), d) for n, s, d, _ in self._network.outputs)
-        self._placement = _placement(self._network.report, settings, target, self._runtime, path)
+        self._placement = _placement(self._network.report, settings, target, runtime, path)
         self._closed = False
         _RUNTIMES.sessions.add(self)
         log.info(
@@ -288,6 +294,7 @@ class ArmnnSession:
             return
         self._closed = True
         self._network.close()
+        self._runtime = None
         _RUNTIMES.sessions.discard(self)
 
 

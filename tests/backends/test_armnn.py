@@ -61,7 +61,7 @@ def test_real_libmali_lookup_on_this_machine() -> None:
     ("exception", "expected"),
     [
         (ModuleNotFoundError("No module named 'immich_ml._core._armnn'", name="immich_ml._core._armnn"), "not built: ARM NN headers were not found at build time"),
-        (ImportError("libarmnn.so.22: cannot open shared object file: No such file or directory"), "libarmnn not found: install ARM NN"),
+        (ImportError("libarmnn.so.22: cannot open shared object file: No such file or directory"), "libarmnn not found: install ARM NN's libraries"),
     ],
 )
 def test_probe_explains_a_missing_bridge(monkeypatch: pytest.MonkeyPatch, exception: ImportError, expected: str) -> None:
