@@ -217,6 +217,8 @@ cdef class Network:
     cdef _release(self):
         cdef bridge.Network* ptr = self._ptr
         self._ptr = NULL
+        # The C++ network keeps the runtime alive as long as it needs it; drop the Python handle.
+        self._runtime = None
         with nogil:
             bridge.network_release(ptr)
 
