@@ -1,5 +1,5 @@
-// Runtime and network lifecycle: backend choice, optimization (FP16 turbo with retry), loading
-// with memory import (with a verified fallback to copies), and execution under a per-network lock.
+// Runtime and network lifecycle: backend choice, loading with FP16 turbo (retried without it)
+// and memory import (with a verified fallback to copies), execution under a per-network lock.
 #include "internal.hpp"
 
 #include <algorithm>
@@ -13,18 +13,12 @@
 
 namespace immich::armnn_bridge {
 
+using detail::add_note;
 using detail::BridgeError;
 using detail::copy_text;
-
-// Shared by the Runtime handle and every Network loaded on it, so destruction order between
-// Python objects never matters: the IRuntime (which writes the GpuAcc tuning file when it is
-// destroyed) goes away with the last reference.
-struct RuntimeCore {
-    armnn::IRuntimePtr runtime{nullptr, &armnn::IRuntime::Destroy};
-    std::vector<armnn::BackendId> preferred;
-    std::vector<std::string> registered;
-    std::mutex load_mutex;  // LoadNetwork / UnloadNetwork
-};
+using detail::join;
+using detail::RuntimeCore;
+using detail::split;
 
 struct Runtime {
     std::shared_ptr<RuntimeCore> core;
@@ -46,32 +40,6 @@ struct Network {
 namespace {
 
 constexpr const char* kDefaultBackends = "GpuAcc,CpuAcc,CpuRef";
-
-std::vector<std::string> split(const std::string& text) {
-    std::vector<std::string> parts;
-    std::stringstream stream(text);
-    std::string part;
-    while (std::getline(stream, part, ',')) {
-        part.erase(0, part.find_first_not_of(" \t"));
-        part.erase(part.find_last_not_of(" \t") + 1);
-        if (!part.empty()) {
-            parts.push_back(part);
-        }
-    }
-    return parts;
-}
-
-std::string join(const std::vector<std::string>& parts) {
-    std::string out;
-    for (const auto& part : parts) {
-        out += (out.empty() ? "" : ",") + part;
-    }
-    return out;
-}
-
-void add_note(std::string& notes, const std::string& note) {
-    notes += (notes.empty() ? "" : "; ") + note;
-}
 
 int fail(const std::exception& e, Status status, char* error, std::size_t length) {
     copy_text(e.what(), error, length);
@@ -97,98 +65,6 @@ Properties make_properties(bool import_inputs, bool export_outputs) {
     } else {
         return Properties(import_inputs, export_outputs);
     }
-}
-
-// Per-backend model options (FastMathEnabled, GpuAcc cached network), where they exist.
-template <typename Options>
-void set_model_options(Options& options, const LoadOptions& load, LoadReport& report) {
-    if constexpr (detail::has_model_options<Options>::value) {
-        armnn::BackendOptions gpu("GpuAcc");
-        armnn::BackendOptions cpu("CpuAcc");
-        if (load.fast_math) {
-            gpu.AddOption({"FastMathEnabled", true});
-            cpu.AddOption({"FastMathEnabled", true});
-            report.fast_math_applied = true;
-        }
-        if constexpr (detail::kHaveCachedNetwork) {
-            if (load.cached_network_path != nullptr && *load.cached_network_path != '\0') {
-                // Save when the file does not exist yet; afterwards ARM NN loads it instead of
-                // compiling the OpenCL kernels again.
-                std::error_code ec;
-                const bool exists = std::filesystem::exists(load.cached_network_path, ec);
-                gpu.AddOption({"SaveCachedNetwork", !exists});
-                gpu.AddOption({"CachedNetworkFilePath", std::string(load.cached_network_path)});
-                report.cached_network_applied = true;
-            }
-        }
-        options.m_ModelOptions = {gpu, cpu};
-    }
-}
-
-// Why requested model options cannot apply with the ARM NN this bridge was built against.
-std::string model_option_notes(const LoadOptions& load) {
-    std::string notes;
-    if (load.fast_math && !detail::kHaveModelOptions) {
-        add_note(notes, "fast math needs ARM NN 20.11 or later");
-    }
-    if (load.cached_network_path != nullptr && *load.cached_network_path != '\0' && !detail::kHaveCachedNetwork) {
-        add_note(notes, "cached network file needs ARM NN 21.02 or later");
-    }
-    return notes;
-}
-
-// Layers per backend, and whether any layer computes in FP16, read from the optimized graph's
-// dot dump: the only place ARM NN 20.08 exposes the backend assignment.
-void describe_graph(const armnn::IOptimizedNetwork& optimized, LoadReport& report) {
-    std::stringstream dot;
-    optimized.SerializeToDot(dot);
-    std::map<std::string, int> counts;
-    std::string line;
-    bool fp16 = false;
-    while (std::getline(dot, line)) {
-        const auto at = line.find("BackendID : ");
-        if (at != std::string::npos) {
-            const auto start = at + 12;
-            const auto end = line.find_first_of("\\}|\"", start);
-            counts[line.substr(start, end - start)] += 1;
-        }
-        if (line.find("ConvertFp32ToFp16") != std::string::npos) {
-            fp16 = true;
-        }
-    }
-    std::vector<std::pair<std::string, int>> sorted(counts.begin(), counts.end());
-    std::stable_sort(sorted.begin(), sorted.end(),
-                     [](const auto& a, const auto& b) { return a.second > b.second; });
-    std::vector<std::string> parts;
-    for (const auto& [backend, count] : sorted) {
-        parts.push_back(backend + ":" + std::to_string(count));
-    }
-    copy_text(join(parts), report.backends, sizeof(report.backends));
-    report.fp16_applied = fp16;
-}
-
-armnn::IOptimizedNetworkPtr optimize(RuntimeCore& core, detail::Parsed& parsed, const LoadOptions& load,
-                                     bool fp16, bool import_memory, LoadReport& report) {
-    armnn::OptimizerOptions options;
-    options.m_ReduceFp32ToFp16 = fp16;
-    options.m_ImportEnabled = import_memory;
-    set_model_options(options, load, report);
-    std::vector<std::string> messages;
-    armnn::IOptimizedNetworkPtr optimized = armnn::Optimize(
-        *parsed.network, core.preferred, core.runtime->GetDeviceSpec(), options,
-        armnn::Optional<std::vector<std::string>&>(messages));
-    if (!optimized) {
-        std::string text = "ARM NN could not optimize the network for " + join([&] {
-            std::vector<std::string> names;
-            for (const auto& b : core.preferred) names.push_back(b.Get());
-            return names;
-        }());
-        for (const auto& message : messages) {
-            text += ": " + message;
-        }
-        throw BridgeError(kOptimizeFailed, text);
-    }
-    return optimized;
 }
 
 // Runs the loaded network once on zeroed buffers aligned for import.
@@ -269,8 +145,8 @@ void build(RuntimeCore& core, Network& network, detail::Parsed& parsed, const Lo
     bool export_outputs = options.import_memory;
     try {
         armnn::IOptimizedNetworkPtr optimized =
-            optimize(core, parsed, options, fp16, import_inputs || export_outputs, report);
-        describe_graph(*optimized, report);
+            detail::optimize(core, parsed, options, fp16, import_inputs || export_outputs, report);
+        detail::describe_graph(*optimized, report);
         load_optimized(core, network, std::move(optimized), import_inputs, export_outputs);
         for (int attempt = 0; attempt < 3; ++attempt) {
             try {
@@ -287,7 +163,7 @@ void build(RuntimeCore& core, Network& network, detail::Parsed& parsed, const Lo
             }
             unload(core, network);
             load_optimized(core, network,
-                           optimize(core, parsed, options, fp16, import_inputs || export_outputs, report),
+                           detail::optimize(core, parsed, options, fp16, import_inputs || export_outputs, report),
                            import_inputs, export_outputs);
         }
         throw BridgeError(kLoadFailed, "ARM NN kept refusing caller memory for this network");
@@ -396,7 +272,7 @@ int network_load(Runtime* runtime, const char* path, const LoadOptions& options,
     }
     *out = nullptr;
     LoadReport report{};
-    std::string notes = model_option_notes(options);
+    std::string notes = detail::model_option_notes(options);
     RuntimeCore& core = *runtime->core;
     auto network = std::make_unique<Network>();
     network->core = runtime->core;

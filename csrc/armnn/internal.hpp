@@ -15,6 +15,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <mutex>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -57,6 +58,32 @@ inline void copy_text(const std::string& text, char* out, std::size_t length) no
     std::memcpy(out, text.data(), n);
     out[n] = '\0';
 }
+
+// Shared by the Runtime handle and every Network loaded on it, so destruction order between
+// Python objects never matters: the IRuntime (which writes the GpuAcc tuning file when it is
+// destroyed) goes away with the last reference.
+struct RuntimeCore {
+    armnn::IRuntimePtr runtime{nullptr, &armnn::IRuntime::Destroy};
+    std::vector<armnn::BackendId> preferred;
+    std::vector<std::string> registered;
+    std::mutex load_mutex;  // LoadNetwork / UnloadNetwork
+};
+
+// Comma-separated text <-> list, and "a; b" note lists.
+std::vector<std::string> split(const std::string& text);
+std::string join(const std::vector<std::string>& parts);
+inline void add_note(std::string& notes, const std::string& note) {
+    notes += (notes.empty() ? "" : "; ") + note;
+}
+
+// Optimizes `parsed` for the runtime's backends (optimize.cpp). Throws BridgeError(kOptimizeFailed)
+// with ARM NN's messages when no backend can take the graph.
+armnn::IOptimizedNetworkPtr optimize(RuntimeCore& core, Parsed& parsed, const LoadOptions& load, bool fp16,
+                                     bool import_memory, LoadReport& report);
+// Fills report.backends (layers per backend) and report.fp16_applied from the optimized graph.
+void describe_graph(const armnn::IOptimizedNetwork& optimized, LoadReport& report);
+// Why requested model options cannot apply with the ARM NN this bridge was built against.
+std::string model_option_notes(const LoadOptions& load);
 
 // Reads a network from `path`, choosing the reader by extension (.armnn, .tflite, .onnx).
 // Throws BridgeError(kFileNotFound / kUnsupportedFormat / kParseFailed).
