@@ -197,7 +197,9 @@ class ArmnnSession:
         module, reason = _bridge()
         if module is None:
             raise BackendUnavailable(f"ARM NN is unavailable: {reason}")
-        name = options.label or artifacts.directory.parent.name
+        # Immich's warning names the model (<cache>/<task>/<name>/<type>); logs use the full label.
+        name = artifacts.directory.parent.name
+        label = options.label or name
         path = artifacts.armnn
         if path is None or not path.is_file():
             raise FormatUnavailable(
@@ -230,13 +232,13 @@ class ArmnnSession:
         _RUNTIMES.sessions.add(self)
         log.info(
             "Loaded ANN model %s from %s on %s (%s)",
-            name,
+            label,
             path,
             self._placement.provider,
             ", ".join(f"{k}={v}" for k, v in self._placement.extra.items() if v),
         )
         if self._placement.fallback_reason:
-            log.warning("ARM NN model %s: %s", name, self._placement.fallback_reason)
+            log.warning("ARM NN model %s: %s", label, self._placement.fallback_reason)
 
     @property
     def inputs(self) -> Sequence[TensorSpec]:
