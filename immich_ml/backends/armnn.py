@@ -9,6 +9,11 @@ Per process there is one ARM NN runtime (GpuAcc tuning file ``<cache>/gpu-tuning
 when the last session using it closes); each model is one network with its own lock inside the
 bridge. Inputs are memory ARM NN imports instead of copying where the backend allows (CpuRef and
 CpuAcc do; GpuAcc in ARM NN 20.08 does not, and the bridge then copies and says so).
+
+With Debian's ARM NN 20.08 (what the tests run on, CpuRef backend): no FastMathEnabled or cached
+network file (20.11 / 21.02 features, reported in ``placement.extra["notes"]``), no ONNX parser,
+and ``.armnn`` files with several outputs are refused (its deserializer would abort the process on
+them), so e.g. SCRFD falls back to ONNX there. GpuAcc, the tuning file and FP16 speed need a board.
 """
 
 from __future__ import annotations
@@ -301,12 +306,16 @@ class ArmnnSession:
 
 
 def _load_error(name: str, path: object, exc: _armnn.ArmnnError) -> Exception:
-    """Bridge load failures → the service's errors (FormatUnavailable falls back to ONNX)."""
-    if exc.status in (_UNSUPPORTED_FORMAT, _OPTIMIZE_FAILED):
-        return FormatUnavailable(f"ARMNN is available, but model '{name}' does not support it ({exc}).")
-    if exc.status == _PARSE_FAILED:
-        return ModelLoadError(f"ARM NN could not read {path}: {exc}")
-    return BackendUnavailable(f"ARM NN could not load {path}: {exc}")
+    """Bridge load failures → the service's errors. FormatUnavailable makes the registry load the
+    ONNX model instead; ModelLoadError makes the model layer clear the cache folder and download
+    again, so it is kept for files that are damaged, not for ones this ARM NN cannot read (a
+    layer newer than the library, say), which a fresh download would not fix."""
+    message = str(exc)
+    if exc.status == _PARSE_FAILED and ("conform" in message or "null) binary content" in message):
+        return ModelLoadError(f"ARM NN could not read {path} (damaged file): {message}")
+    if exc.status in (_UNSUPPORTED_FORMAT, _PARSE_FAILED, _OPTIMIZE_FAILED):
+        return FormatUnavailable(f"ARMNN is available, but model '{name}' does not support it ({message}).")
+    return BackendUnavailable(f"ARM NN could not load {path}: {message}")
 
 
 def _placement(
