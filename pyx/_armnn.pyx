@@ -161,7 +161,7 @@ cdef class Network:
         cdef bridge.TensorDesc desc
         result = []
         for index in range(bridge.network_tensor_count(self._ptr, inputs)):
-            if bridge.network_tensor(self._ptr, inputs, index, &desc) != bridge.kOk:
+            if bridge.network_tensor(self._ptr, inputs, index, &desc) != bridge.kOk or desc.dtype < 0:
                 raise ArmnnError(bridge.kInternal, "cannot describe tensor %d" % index)
             shape = tuple(desc.dims[d] for d in range(desc.rank))
             result.append((_text(desc.name), shape, _DTYPES[desc.dtype], desc.nbytes))
