@@ -1,0 +1,459 @@
+// One RKNN model with a pool of contexts that share its weights (see rknn_bridge.h).
+#include "rknn_bridge.h"
+
+#include <condition_variable>
+#include <cstdio>
+#include <cstring>
+#include <mutex>
+#include <new>
+#include <string>
+#include <vector>
+
+#include "rknn_internal.h"
+
+namespace {
+
+// Generous bounds against a corrupt answer from the runtime; real Immich models have 1 input and
+// at most 9 outputs.
+constexpr uint32_t kMaxTensors = 1024;
+constexpr uint32_t kMaxContexts = 64;
+
+struct Binding {
+    rknn_tensor_mem* mem = nullptr;
+    rknn_tensor_attr attr{};  // what was passed to rknn_set_io_mem for this memory
+};
+
+struct Slot {
+    rknn_context ctx = 0;
+    bool owns_ctx = false;  // false for slot 0, whose context is the model's own
+    std::vector<Binding> inputs;
+    std::vector<Binding> outputs;
+};
+
+}  // namespace
+
+struct rkb_model {
+    rkb_runtime* rt = nullptr;
+    rknn_context ctx0 = 0;
+    bool has_ctx0 = false;
+    std::vector<rknn_tensor_attr> in_attrs;
+    std::vector<rknn_tensor_attr> out_attrs;
+    std::string custom_string;
+    std::string api_version;
+    std::string driver_version;
+
+    std::vector<Slot> slots;
+    bool prepared = false;
+
+    std::mutex mu;
+    std::condition_variable cv;
+    std::vector<uint32_t> free_slots;
+    std::vector<bool> leased;
+    uint32_t n_leased = 0;
+    uint32_t n_waiting = 0;  // threads inside rkb_model_acquire
+    bool closing = false;
+};
+
+namespace {
+
+bool is_layout(int32_t fmt) { return fmt == RKNN_TENSOR_NCHW || fmt == RKNN_TENSOR_NHWC; }
+
+// Describe the caller's dense buffer for input `compiled` in element type `type` and layout `fmt`.
+// pass_through = 0 asks the runtime to convert from this description to the NPU's native form.
+int input_attr(const rknn_tensor_attr& compiled, int32_t type, int32_t fmt, rknn_tensor_attr* out, char* err,
+               size_t err_len) {
+    const uint32_t elem = rkb::element_size(type);
+    if (elem == 0) {
+        return rkb::fail(err, err_len, RKB_ERR_ARGUMENT, "input '%s': element type %d is not supported",
+                         compiled.name, type);
+    }
+    rknn_tensor_attr attr = compiled;
+    if (fmt != compiled.fmt) {
+        if (compiled.n_dims != 4 || !is_layout(fmt) || !is_layout(compiled.fmt)) {
+            return rkb::fail(err, err_len, RKB_ERR_ARGUMENT,
+                             "input '%s': cannot present a %u-d tensor of layout %d as layout %d", compiled.name,
+                             compiled.n_dims, static_cast<int>(compiled.fmt), fmt);
+        }
+        const uint32_t* d = compiled.dims;
+        const bool to_nchw = fmt == RKNN_TENSOR_NCHW;  // compiled is NHWC then, and the reverse
+        const uint32_t permuted[4] = {d[0], to_nchw ? d[3] : d[2], to_nchw ? d[1] : d[3], to_nchw ? d[2] : d[1]};
+        std::memcpy(attr.dims, permuted, sizeof permuted);
+    }
+    attr.fmt = static_cast<rknn_tensor_format>(fmt);
+    attr.type = static_cast<rknn_tensor_type>(type);
+    attr.qnt_type = RKNN_TENSOR_QNT_NONE;
+    attr.pass_through = 0;
+    attr.size = compiled.n_elems * elem;
+    attr.size_with_stride = attr.size;
+    attr.w_stride = 0;
+    attr.h_stride = 0;
+    *out = attr;
+    return RKB_OK;
+}
+
+// Create memory of attr.size bytes on `ctx` and bind it with rknn_set_io_mem.
+int bind_memory(const rkb_runtime* rt, rknn_context ctx, uint32_t slot, const char* role, Binding* b, char* err,
+                size_t err_len) {
+    b->mem = rt->create_mem(ctx, b->attr.size);
+    if (b->mem == nullptr || b->mem->virt_addr == nullptr || b->mem->size < b->attr.size) {
+        if (b->mem != nullptr) {
+            rt->destroy_mem(ctx, b->mem);
+            b->mem = nullptr;
+        }
+        return rkb::fail(err, err_len, RKB_ERR_MEMORY, "rknn_create_mem(%u bytes) failed for %s '%s' on context %u",
+                         b->attr.size, role, b->attr.name, slot);
+    }
+    const int rc = rt->set_io_mem(ctx, b->mem, &b->attr);
+    if (rc != RKNN_SUCC) {
+        char what[384];
+        std::snprintf(what, sizeof what, "rknn_set_io_mem for %s '%s' on context %u", role, b->attr.name, slot);
+        return rkb::fail_rknn(err, err_len, rc, what);
+    }
+    return RKB_OK;
+}
+
+// Destroy every slot's memory, then the duplicated contexts (newest first); slot 0's context is the
+// model's own and stays. The order matters: memory belongs to a context, and duplicates borrow the
+// weights of the first context, so nothing is destroyed before what depends on it.
+void teardown_slots(rkb_model* m) {
+    const rkb_runtime* rt = m->rt;
+    for (Slot& s : m->slots) {
+        for (Binding& b : s.inputs) {
+            if (b.mem != nullptr) rt->destroy_mem(s.ctx, b.mem);
+            b.mem = nullptr;
+        }
+        for (Binding& b : s.outputs) {
+            if (b.mem != nullptr) rt->destroy_mem(s.ctx, b.mem);
+            b.mem = nullptr;
+        }
+    }
+    for (size_t i = m->slots.size(); i-- > 0;) {
+        if (m->slots[i].owns_ctx) rt->destroy(m->slots[i].ctx);
+    }
+    m->slots.clear();
+}
+
+// Release everything the runtime holds for this model; the struct itself stays valid.
+void release_runtime_objects(rkb_model* m) {
+    teardown_slots(m);
+    if (m->has_ctx0) m->rt->destroy(m->ctx0);
+    m->has_ctx0 = false;
+    m->prepared = false;
+}
+
+void destroy_model(rkb_model* m) {
+    release_runtime_objects(m);
+    delete m;
+}
+
+int query_attrs(rkb_model* m, rknn_query_cmd cmd, uint32_t n, std::vector<rknn_tensor_attr>* out, char* err,
+                size_t err_len) {
+    out->assign(n, rknn_tensor_attr{});
+    for (uint32_t i = 0; i < n; ++i) {
+        rknn_tensor_attr& a = (*out)[i];
+        a.index = i;
+        const int rc = m->rt->query(m->ctx0, cmd, &a, sizeof a);
+        const char* what = cmd == RKNN_QUERY_INPUT_ATTR ? "rknn_query(RKNN_QUERY_INPUT_ATTR)"
+                                                        : "rknn_query(RKNN_QUERY_OUTPUT_ATTR)";
+        if (rc != RKNN_SUCC) return rkb::fail_rknn(err, err_len, rc, what);
+        a.name[RKNN_MAX_NAME_LEN - 1] = '\0';
+        if (a.n_dims == 0 || a.n_dims > RKNN_MAX_DIMS) {
+            return rkb::fail(err, err_len, RKNN_ERR_MODEL_INVALID, "%s: tensor %u reports %u dimensions", what, i,
+                             a.n_dims);
+        }
+    }
+    return RKB_OK;
+}
+
+bool valid_slot(const rkb_model* m, uint32_t slot) { return m != nullptr && m->prepared && slot < m->slots.size(); }
+
+}  // namespace
+
+extern "C" {
+
+int rkb_model_open(rkb_runtime* rt, const void* data, uint32_t size, rkb_model** out, char* err,
+                   size_t err_len) noexcept {
+    if (rt == nullptr || data == nullptr || size == 0 || out == nullptr) {
+        return rkb::fail(err, err_len, RKB_ERR_ARGUMENT, "empty model data");
+    }
+    *out = nullptr;
+    rkb_model* m = new (std::nothrow) rkb_model;
+    if (m == nullptr) return rkb::fail(err, err_len, RKB_ERR_MEMORY, "out of memory");
+    m->rt = rt;
+    try {
+        // rknn_init takes a non-const pointer but, with size > 0, reads the bytes and keeps its own copy.
+        int rc = rt->init(&m->ctx0, const_cast<void*>(data), size, 0, nullptr);
+        if (rc != RKNN_SUCC) {
+            delete m;
+            return rkb::fail_rknn(err, err_len, rc, "rknn_init");
+        }
+        m->has_ctx0 = true;
+        rknn_input_output_num io{};
+        rc = rt->query(m->ctx0, RKNN_QUERY_IN_OUT_NUM, &io, sizeof io);
+        if (rc != RKNN_SUCC) {
+            destroy_model(m);
+            return rkb::fail_rknn(err, err_len, rc, "rknn_query(RKNN_QUERY_IN_OUT_NUM)");
+        }
+        if (io.n_input == 0 || io.n_output == 0 || io.n_input > kMaxTensors || io.n_output > kMaxTensors) {
+            destroy_model(m);
+            return rkb::fail(err, err_len, RKNN_ERR_MODEL_INVALID, "model reports %u inputs and %u outputs",
+                             io.n_input, io.n_output);
+        }
+        rc = query_attrs(m, RKNN_QUERY_INPUT_ATTR, io.n_input, &m->in_attrs, err, err_len);
+        if (rc == RKB_OK) rc = query_attrs(m, RKNN_QUERY_OUTPUT_ATTR, io.n_output, &m->out_attrs, err, err_len);
+        if (rc != RKB_OK) {
+            destroy_model(m);
+            return rc;
+        }
+        // Both are optional: models exported without a custom string, and runtimes that do not
+        // answer the version query, still run.
+        rknn_custom_string custom{};
+        if (rt->query(m->ctx0, RKNN_QUERY_CUSTOM_STRING, &custom, sizeof custom) == RKNN_SUCC) {
+            custom.string[sizeof custom.string - 1] = '\0';
+            m->custom_string = custom.string;
+        }
+        rknn_sdk_version version{};
+        if (rt->query(m->ctx0, RKNN_QUERY_SDK_VERSION, &version, sizeof version) == RKNN_SUCC) {
+            version.api_version[sizeof version.api_version - 1] = '\0';
+            version.drv_version[sizeof version.drv_version - 1] = '\0';
+            m->api_version = version.api_version;
+            m->driver_version = version.drv_version;
+        }
+    } catch (...) {
+        destroy_model(m);
+        return rkb::fail(err, err_len, RKB_ERR_MEMORY, "out of memory");
+    }
+    *out = m;
+    return RKB_OK;
+}
+
+uint32_t rkb_model_n_inputs(const rkb_model* m) noexcept { return static_cast<uint32_t>(m->in_attrs.size()); }
+uint32_t rkb_model_n_outputs(const rkb_model* m) noexcept { return static_cast<uint32_t>(m->out_attrs.size()); }
+
+const rknn_tensor_attr* rkb_model_input_attr(const rkb_model* m, uint32_t i) noexcept {
+    return i < m->in_attrs.size() ? &m->in_attrs[i] : nullptr;
+}
+
+const rknn_tensor_attr* rkb_model_output_attr(const rkb_model* m, uint32_t i) noexcept {
+    return i < m->out_attrs.size() ? &m->out_attrs[i] : nullptr;
+}
+
+const char* rkb_model_custom_string(const rkb_model* m) noexcept { return m->custom_string.c_str(); }
+const char* rkb_model_api_version(const rkb_model* m) noexcept { return m->api_version.c_str(); }
+const char* rkb_model_driver_version(const rkb_model* m) noexcept { return m->driver_version.c_str(); }
+
+int rkb_model_prepare(rkb_model* m, uint32_t n_contexts, const uint32_t* core_masks, const int32_t* input_types,
+                      const int32_t* input_fmts, const int32_t* output_types, char* err, size_t err_len) noexcept {
+    if (m == nullptr || m->closing || !m->has_ctx0) {
+        return rkb::fail(err, err_len, RKB_ERR_CLOSED, "the model is closed");
+    }
+    if (m->prepared || !m->slots.empty()) {
+        return rkb::fail(err, err_len, RKB_ERR_STATE, "the model is already prepared");
+    }
+    if (n_contexts == 0 || n_contexts > kMaxContexts || core_masks == nullptr || input_types == nullptr ||
+        input_fmts == nullptr || output_types == nullptr) {
+        return rkb::fail(err, err_len, RKB_ERR_ARGUMENT, "between 1 and %u contexts are possible, %u asked",
+                         kMaxContexts, n_contexts);
+    }
+    const rkb_runtime* rt = m->rt;
+    if (n_contexts > 1 && rt->dup_context == nullptr) {
+        return rkb::fail(err, err_len, RKB_ERR_SYMBOL,
+                         "%s has no function rknn_dup_context, so %u contexts cannot share one copy of the "
+                         "weights; set MACHINE_LEARNING_RKNN_THREADS=1 or install a newer librknnrt",
+                         rt->path.c_str(), n_contexts);
+    }
+    for (uint32_t i = 0; i < n_contexts; ++i) {
+        if (core_masks[i] != RKNN_NPU_CORE_AUTO && rt->set_core_mask == nullptr) {
+            return rkb::fail(err, err_len, RKB_ERR_SYMBOL,
+                             "%s has no function rknn_set_core_mask, so contexts cannot be pinned to NPU cores",
+                             rt->path.c_str());
+        }
+    }
+    for (uint32_t j = 0; j < m->out_attrs.size(); ++j) {
+        if (output_types[j] != RKNN_TENSOR_FLOAT32 && output_types[j] != RKNN_TENSOR_FLOAT16) {
+            return rkb::fail(err, err_len, RKB_ERR_ARGUMENT, "output %u: only FLOAT32 or FLOAT16 memory is supported",
+                             j);
+        }
+    }
+    int rc = RKB_OK;
+    try {
+        m->slots.resize(n_contexts);
+        m->slots[0].ctx = m->ctx0;
+        for (uint32_t i = 1; i < n_contexts && rc == RKB_OK; ++i) {
+            rknn_context source = m->ctx0;
+            const int code = rt->dup_context(&source, &m->slots[i].ctx);
+            if (code != RKNN_SUCC) {
+                char what[64];
+                std::snprintf(what, sizeof what, "rknn_dup_context for context %u", i);
+                rc = rkb::fail_rknn(err, err_len, code, what);
+            } else {
+                m->slots[i].owns_ctx = true;
+            }
+        }
+        for (uint32_t i = 0; i < n_contexts && rc == RKB_OK; ++i) {
+            if (core_masks[i] == RKNN_NPU_CORE_AUTO) continue;
+            const int code = rt->set_core_mask(m->slots[i].ctx, static_cast<rknn_core_mask>(core_masks[i]));
+            if (code != RKNN_SUCC) {
+                char what[64];
+                std::snprintf(what, sizeof what, "rknn_set_core_mask(0x%x) for context %u", core_masks[i], i);
+                rc = rkb::fail_rknn(err, err_len, code, what);
+            }
+        }
+        for (uint32_t i = 0; i < n_contexts && rc == RKB_OK; ++i) {
+            Slot& s = m->slots[i];
+            s.inputs.resize(m->in_attrs.size());
+            s.outputs.resize(m->out_attrs.size());
+            for (uint32_t j = 0; j < s.inputs.size() && rc == RKB_OK; ++j) {
+                rc = input_attr(m->in_attrs[j], input_types[j], input_fmts[j], &s.inputs[j].attr, err, err_len);
+                if (rc == RKB_OK) rc = bind_memory(rt, s.ctx, i, "input", &s.inputs[j], err, err_len);
+            }
+            for (uint32_t j = 0; j < s.outputs.size() && rc == RKB_OK; ++j) {
+                rknn_tensor_attr& a = s.outputs[j].attr;
+                a = m->out_attrs[j];
+                a.type = static_cast<rknn_tensor_type>(output_types[j]);
+                a.qnt_type = RKNN_TENSOR_QNT_NONE;
+                a.pass_through = 0;
+                a.size = a.n_elems * rkb::element_size(output_types[j]);
+                a.size_with_stride = a.size;
+                rc = bind_memory(rt, s.ctx, i, "output", &s.outputs[j], err, err_len);
+            }
+        }
+        if (rc == RKB_OK) {
+            m->leased.assign(n_contexts, false);
+            m->free_slots.clear();
+            for (uint32_t i = n_contexts; i-- > 0;) m->free_slots.push_back(i);
+        }
+    } catch (...) {
+        rc = rkb::fail(err, err_len, RKB_ERR_MEMORY, "out of memory");
+    }
+    if (rc != RKB_OK) {
+        teardown_slots(m);
+        return rc;
+    }
+    m->prepared = true;
+    return RKB_OK;
+}
+
+uint32_t rkb_model_n_contexts(const rkb_model* m) noexcept { return static_cast<uint32_t>(m->slots.size()); }
+
+uint64_t rkb_model_context_handle(const rkb_model* m, uint32_t slot) noexcept {
+    return slot < m->slots.size() ? static_cast<uint64_t>(m->slots[slot].ctx) : 0;
+}
+
+int rkb_model_acquire(rkb_model* m, uint32_t* slot) noexcept {
+    if (m == nullptr || slot == nullptr) return RKB_ERR_ARGUMENT;
+    try {
+        std::unique_lock<std::mutex> lock(m->mu);
+        if (m->closing) return RKB_ERR_CLOSED;
+        if (!m->prepared) return RKB_ERR_STATE;
+        ++m->n_waiting;
+        m->cv.wait(lock, [m] { return m->closing || !m->free_slots.empty(); });
+        --m->n_waiting;
+        if (m->closing) {
+            m->cv.notify_all();  // close() may be waiting for the last waiter to leave
+            return RKB_ERR_CLOSED;
+        }
+        *slot = m->free_slots.back();
+        m->free_slots.pop_back();
+        m->leased[*slot] = true;
+        ++m->n_leased;
+    } catch (...) {
+        return RKB_ERR_STATE;
+    }
+    return RKB_OK;
+}
+
+void rkb_model_release(rkb_model* m, uint32_t slot) noexcept {
+    if (m == nullptr) return;
+    try {
+        std::lock_guard<std::mutex> lock(m->mu);
+        if (slot >= m->leased.size() || !m->leased[slot]) return;
+        m->leased[slot] = false;
+        m->free_slots.push_back(slot);
+        --m->n_leased;
+    } catch (...) {
+        return;
+    }
+    // Wakes both a waiting acquirer and a close() waiting for the last lease.
+    m->cv.notify_all();
+}
+
+void* rkb_input_data(rkb_model* m, uint32_t slot, uint32_t i, uint32_t* size) noexcept {
+    if (!valid_slot(m, slot) || i >= m->in_attrs.size()) return nullptr;
+    const Binding& b = m->slots[slot].inputs[i];
+    if (size != nullptr) *size = b.attr.size;
+    return b.mem->virt_addr;
+}
+
+int rkb_input_set_format(rkb_model* m, uint32_t slot, uint32_t i, int32_t fmt, char* err, size_t err_len) noexcept {
+    if (!valid_slot(m, slot) || i >= m->in_attrs.size()) {
+        return rkb::fail(err, err_len, RKB_ERR_ARGUMENT, "no input %u on context %u", i, slot);
+    }
+    Slot& s = m->slots[slot];
+    Binding& b = s.inputs[i];
+    if (b.attr.fmt == fmt) return RKB_OK;
+    rknn_tensor_attr attr{};
+    int rc = input_attr(m->in_attrs[i], b.attr.type, fmt, &attr, err, err_len);
+    if (rc != RKB_OK) return rc;
+    rc = m->rt->set_io_mem(s.ctx, b.mem, &attr);
+    if (rc != RKNN_SUCC) return rkb::fail_rknn(err, err_len, rc, "rknn_set_io_mem (input layout change)");
+    b.attr = attr;
+    return RKB_OK;
+}
+
+int rkb_run(rkb_model* m, uint32_t slot, char* err, size_t err_len) noexcept {
+    if (!valid_slot(m, slot)) return rkb::fail(err, err_len, RKB_ERR_STATE, "no prepared context %u", slot);
+    const int rc = m->rt->run(m->slots[slot].ctx, nullptr);
+    if (rc != RKNN_SUCC) {
+        char what[48];
+        std::snprintf(what, sizeof what, "rknn_run on context %u", slot);
+        return rkb::fail_rknn(err, err_len, rc, what);
+    }
+    return RKB_OK;
+}
+
+const void* rkb_output_data(const rkb_model* m, uint32_t slot, uint32_t i, uint32_t* size) noexcept {
+    if (!valid_slot(m, slot) || i >= m->out_attrs.size()) return nullptr;
+    const Binding& b = m->slots[slot].outputs[i];
+    if (size != nullptr) *size = b.attr.size;
+    return b.mem->virt_addr;
+}
+
+int32_t rkb_output_type(const rkb_model* m, uint32_t i) noexcept {
+    if (m == nullptr || !m->prepared || i >= m->out_attrs.size()) return -1;
+    return m->slots[0].outputs[i].attr.type;
+}
+
+int rkb_output_to_float(const rkb_model* m, uint32_t slot, uint32_t i, float* dst, size_t n) noexcept {
+    if (!valid_slot(m, slot) || i >= m->out_attrs.size() || dst == nullptr) return RKB_ERR_ARGUMENT;
+    const Binding& b = m->slots[slot].outputs[i];
+    if (n != b.attr.n_elems) return RKB_ERR_ARGUMENT;
+    if (b.attr.type == RKNN_TENSOR_FLOAT16) {
+        rkb_half_to_float(static_cast<const uint16_t*>(b.mem->virt_addr), dst, n);
+    } else {
+        std::memcpy(dst, b.mem->virt_addr, n * sizeof(float));
+    }
+    return RKB_OK;
+}
+
+void rkb_model_close(rkb_model* m) noexcept {
+    if (m == nullptr) return;
+    try {
+        std::unique_lock<std::mutex> lock(m->mu);
+        if (m->closing) return;
+        m->closing = true;
+        m->cv.notify_all();
+        m->cv.wait(lock, [m] { return m->n_leased == 0 && m->n_waiting == 0; });
+    } catch (...) {
+        // A mutex that cannot be locked leaves nothing safe to wait on; release anyway.
+    }
+    release_runtime_objects(m);
+}
+
+void rkb_model_free(rkb_model* m) noexcept {
+    if (m == nullptr) return;
+    rkb_model_close(m);
+    delete m;
+}
+
+}  // extern "C"
