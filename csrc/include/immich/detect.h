@@ -1,0 +1,56 @@
+// SCRFD face-detector post-processing: anchor decode, score threshold, rescale, greedy NMS.
+//
+// Plain C++17, no Python: pointers and sizes in, results written into caller buffers, no
+// exceptions, no allocation (scratch memory comes from the caller, sized by *_workspace_bytes).
+//
+// Arithmetic follows insightface's SCRFD post-processing step by step in float32 (distance times
+// stride, then centre minus/plus distance, then division by the letterbox scale; IoU as
+// inter / ((area_i + area_j) - inter)) so that boxes and NMS decisions are bit-identical to it,
+// including pairs whose IoU lands exactly on the threshold.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace immich::detect {
+
+// The three heads of one SCRFD output level (one stride), all C-contiguous float32.
+struct ScrfdLevel {
+  const float* scores;     // (count,)      face probability per anchor
+  const float* distances;  // (count, 4)    left, top, right, bottom distances in stride units
+  const float* keypoints;  // (count, 10)   5 (dx, dy) landmark offsets in stride units
+  int64_t count;           // grid_height * grid_width * anchors_per_cell
+  int64_t grid_width;      // input_width / stride (anchor centres run row-major over the grid)
+  int32_t stride;          // pixels of model input per grid cell
+};
+
+// Bytes of scratch memory decode_scrfd needs for `capacity` anchors (the sum of level counts).
+size_t decode_workspace_bytes(int64_t capacity) noexcept;
+
+// Decodes every level, keeps anchors with score >= min_score whose decoded box and landmarks are
+// finite, divides boxes and landmarks by `scale` (model-input pixels per source pixel), sorts by
+// score descending (ties keep level-then-anchor order) and runs greedy NMS.
+//
+// Outputs (each with room for `capacity` rows; the first `return value` rows are written):
+//   out_boxes (n, 4) x1, y1, x2, y2 in source pixels; out_scores (n,); out_keypoints (n, 10)
+//   as (x0, y0, ..., x4, y4) in source pixels. Rows are in descending score order.
+// `workspace` must hold decode_workspace_bytes(capacity) bytes, aligned to 8 bytes.
+int64_t decode_scrfd(const ScrfdLevel* levels, int32_t level_count, int32_t anchors_per_cell,
+                     float min_score, float scale, float iou_threshold, bool inclusive_area,
+                     float* out_boxes, float* out_scores, float* out_keypoints, int64_t capacity,
+                     unsigned char* workspace) noexcept;
+
+// Bytes of scratch memory nms needs for `count` boxes.
+size_t nms_workspace_bytes(int64_t count) noexcept;
+
+// Greedy non-maximum suppression. Boxes are (count, 4) x1, y1, x2, y2; scores (count,).
+// Visits boxes by descending score (ties: lower index first); a box is kept unless its IoU with an
+// already kept box is not <= iou_threshold (so IoU exactly equal to the threshold is kept, and a
+// NaN IoU, e.g. 0/0 for two zero-area boxes under exclusive areas, suppresses).
+// inclusive_area: width = x2 - x1 + 1 (pixel-count convention of insightface / classic R-CNN);
+// otherwise width = x2 - x1. Writes kept indices into `keep` in visiting order, returns how many.
+// `workspace` must hold nms_workspace_bytes(count) bytes, aligned to 8 bytes.
+int64_t nms(const float* boxes, const float* scores, int64_t count, float iou_threshold,
+            bool inclusive_area, int64_t* keep, unsigned char* workspace) noexcept;
+
+}  // namespace immich::detect

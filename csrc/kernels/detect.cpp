@@ -1,0 +1,261 @@
+// SCRFD decode + greedy NMS. See immich/detect.h for the contract.
+#include "immich/detect.h"
+
+#include <cmath>
+#include <cstring>
+#include <utility>
+
+// Bit-identical results with the float32 numpy reference need every product rounded on its own:
+// fusing `centre - distance * stride` or `(a + b) - w * h` into one FMA (what GCC does by default
+// on targets with FMA, e.g. aarch64) would change the last bit and, at the threshold, the NMS.
+#if defined(__clang__)
+#pragma clang fp contract(off)
+#elif defined(__GNUC__)
+#pragma GCC optimize("fp-contract=off")
+#endif
+
+namespace immich::detect {
+namespace {
+
+constexpr size_t kAlign = 16;
+
+size_t round_up(size_t bytes) { return (bytes + kAlign - 1) / kAlign * kAlign; }
+
+// Carves typed sub-buffers out of the caller's scratch memory, in a fixed order.
+class Arena {
+ public:
+  explicit Arena(unsigned char* base) : cursor_(base) {}
+  template <typename T>
+  T* take(int64_t count) {
+    T* out = reinterpret_cast<T*>(cursor_);
+    cursor_ += round_up(sizeof(T) * static_cast<size_t>(count));
+    return out;
+  }
+
+ private:
+  unsigned char* cursor_;
+};
+
+// ---- stable descending sort of scores (LSD radix on order-preserving keys) ---------------------
+
+constexpr int64_t kInsertionSortMax = 48;
+
+// Maps a float to an unsigned key whose ascending order is the float's descending order.
+// -0.0 and +0.0 compare equal (as in numpy), so they share a key and keep their index order.
+inline uint32_t descending_key(float value) {
+  if (value == 0.0f) value = 0.0f;
+  uint32_t bits;
+  std::memcpy(&bits, &value, sizeof(bits));
+  const uint32_t ascending = (bits & 0x80000000u) ? ~bits : (bits | 0x80000000u);
+  return ~ascending;
+}
+
+size_t sort_workspace_bytes(int64_t count) {
+  const size_t n = static_cast<size_t>(count < 0 ? 0 : count);
+  // order, keys, and a second (order, keys) pair the radix passes ping-pong between.
+  return 4 * round_up(n * sizeof(uint32_t));
+}
+
+// Returns the indices of `scores` sorted by descending score, equal scores in ascending index
+// order. The result points into `scratch`, which holds sort_workspace_bytes(count) bytes.
+const uint32_t* sort_descending(const float* scores, int64_t count, uint32_t* scratch) {
+  const int64_t stride = static_cast<int64_t>(round_up(count * sizeof(uint32_t)) / sizeof(uint32_t));
+  uint32_t* order = scratch;
+  uint32_t* keys = scratch + stride;
+  uint32_t* order_tmp = scratch + 2 * stride;
+  uint32_t* keys_tmp = scratch + 3 * stride;
+  for (int64_t i = 0; i < count; ++i) {
+    order[i] = static_cast<uint32_t>(i);
+    keys[i] = descending_key(scores[i]);
+  }
+  if (count <= kInsertionSortMax) {
+    for (int64_t i = 1; i < count; ++i) {
+      const uint32_t key = keys[i];
+      const uint32_t index = order[i];
+      int64_t j = i;
+      for (; j > 0 && keys[j - 1] > key; --j) {
+        keys[j] = keys[j - 1];
+        order[j] = order[j - 1];
+      }
+      keys[j] = key;
+      order[j] = index;
+    }
+    return order;
+  }
+  uint32_t histogram[4][256] = {};
+  for (int64_t i = 0; i < count; ++i) {
+    const uint32_t key = keys[i];
+    for (int pass = 0; pass < 4; ++pass) ++histogram[pass][(key >> (8 * pass)) & 0xFFu];
+  }
+  for (int pass = 0; pass < 4; ++pass) {
+    uint32_t* bucket = histogram[pass];
+    const int shift = 8 * pass;
+    // A byte shared by every key leaves the order unchanged: skip the pass.
+    if (bucket[(keys[0] >> shift) & 0xFFu] == static_cast<uint32_t>(count)) continue;
+    uint32_t offset = 0;
+    for (int b = 0; b < 256; ++b) {
+      const uint32_t size = bucket[b];
+      bucket[b] = offset;
+      offset += size;
+    }
+    for (int64_t i = 0; i < count; ++i) {
+      const uint32_t key = keys[i];
+      const uint32_t slot = bucket[(key >> shift) & 0xFFu]++;
+      keys_tmp[slot] = key;
+      order_tmp[slot] = order[i];
+    }
+    std::swap(keys, keys_tmp);
+    std::swap(order, order_tmp);
+  }
+  return order;
+}
+
+// Kept boxes in structure-of-arrays form: the inner NMS loop streams these, not the candidates.
+struct KeptBoxes {
+  float* x1;
+  float* y1;
+  float* x2;
+  float* y2;
+  float* area;
+};
+
+KeptBoxes take_kept(Arena& arena, int64_t count) {
+  return KeptBoxes{arena.take<float>(count), arena.take<float>(count), arena.take<float>(count),
+                   arena.take<float>(count), arena.take<float>(count)};
+}
+
+// True when `box` overlaps none of the first `kept_count` kept boxes by more than the threshold.
+inline bool survives(const KeptBoxes& kept, int64_t kept_count, float x1, float y1, float x2,
+                     float y2, float area, float offset, float threshold) {
+  for (int64_t k = 0; k < kept_count; ++k) {
+    const float xx1 = kept.x1[k] > x1 ? kept.x1[k] : x1;
+    const float yy1 = kept.y1[k] > y1 ? kept.y1[k] : y1;
+    const float xx2 = kept.x2[k] < x2 ? kept.x2[k] : x2;
+    const float yy2 = kept.y2[k] < y2 ? kept.y2[k] : y2;
+    const float w_raw = (xx2 - xx1) + offset;
+    const float h_raw = (yy2 - yy1) + offset;
+    const float w = w_raw > 0.0f ? w_raw : 0.0f;
+    const float h = h_raw > 0.0f ? h_raw : 0.0f;
+    const float inter = w * h;
+    const float overlap = inter / ((kept.area[k] + area) - inter);
+    if (!(overlap <= threshold)) return false;
+  }
+  return true;
+}
+
+// Greedy NMS over boxes (AoS, 4 floats each) visited in `order`; writes kept box indices.
+int64_t greedy(const float* boxes, const uint32_t* order, int64_t count, float threshold,
+               bool inclusive_area, const KeptBoxes& kept, uint32_t* kept_index) {
+  const float offset = inclusive_area ? 1.0f : 0.0f;
+  int64_t kept_count = 0;
+  for (int64_t p = 0; p < count; ++p) {
+    const uint32_t j = order[p];
+    const float* b = boxes + 4 * static_cast<int64_t>(j);
+    const float area = ((b[2] - b[0]) + offset) * ((b[3] - b[1]) + offset);
+    if (!survives(kept, kept_count, b[0], b[1], b[2], b[3], area, offset, threshold)) continue;
+    kept.x1[kept_count] = b[0];
+    kept.y1[kept_count] = b[1];
+    kept.x2[kept_count] = b[2];
+    kept.y2[kept_count] = b[3];
+    kept.area[kept_count] = area;
+    kept_index[kept_count] = j;
+    ++kept_count;
+  }
+  return kept_count;
+}
+
+// Appends the above-threshold, finite anchors of one level to the candidate arrays.
+int64_t decode_level(const ScrfdLevel& level, int32_t anchors_per_cell, float min_score,
+                     float scale, float* boxes, float* scores, float* keypoints, int64_t n) {
+  const float stride = static_cast<float>(level.stride);
+  for (int64_t a = 0; a < level.count; ++a) {
+    const float score = level.scores[a];
+    if (!(score >= min_score) || !std::isfinite(score)) continue;
+    const int64_t cell = a / anchors_per_cell;
+    const float cx = static_cast<float>(cell % level.grid_width) * stride;
+    const float cy = static_cast<float>(cell / level.grid_width) * stride;
+    const float* d = level.distances + 4 * a;
+    const float* k = level.keypoints + 10 * a;
+    float values[14];
+    values[0] = cx - d[0] * stride;
+    values[1] = cy - d[1] * stride;
+    values[2] = cx + d[2] * stride;
+    values[3] = cy + d[3] * stride;
+    for (int i = 0; i < 5; ++i) {
+      values[4 + 2 * i] = cx + k[2 * i] * stride;
+      values[5 + 2 * i] = cy + k[2 * i + 1] * stride;
+    }
+    bool finite = true;
+    for (float& v : values) {
+      v = v / scale;
+      finite = finite && std::isfinite(v);
+    }
+    if (!finite) continue;
+    std::memcpy(boxes + 4 * n, values, 4 * sizeof(float));
+    std::memcpy(keypoints + 10 * n, values + 4, 10 * sizeof(float));
+    scores[n] = score;
+    ++n;
+  }
+  return n;
+}
+
+}  // namespace
+
+size_t decode_workspace_bytes(int64_t capacity) noexcept {
+  const size_t n = static_cast<size_t>(capacity < 0 ? 0 : capacity);
+  // candidates (4 + 1 + 10 floats), sort scratch, kept SoA (5 floats) and kept indices.
+  return round_up(4 * n * sizeof(float)) + round_up(n * sizeof(float)) +
+         round_up(10 * n * sizeof(float)) + sort_workspace_bytes(capacity) +
+         5 * round_up(n * sizeof(float)) + round_up(n * sizeof(uint32_t)) + kAlign;
+}
+
+int64_t decode_scrfd(const ScrfdLevel* levels, int32_t level_count, int32_t anchors_per_cell,
+                     float min_score, float scale, float iou_threshold, bool inclusive_area,
+                     float* out_boxes, float* out_scores, float* out_keypoints, int64_t capacity,
+                     unsigned char* workspace) noexcept {
+  if (capacity <= 0 || anchors_per_cell <= 0) return 0;
+  Arena arena(workspace);
+  float* boxes = arena.take<float>(4 * capacity);
+  float* scores = arena.take<float>(capacity);
+  float* keypoints = arena.take<float>(10 * capacity);
+  uint32_t* sort_scratch = arena.take<uint32_t>(sort_workspace_bytes(capacity) / sizeof(uint32_t));
+  const KeptBoxes kept = take_kept(arena, capacity);
+  uint32_t* kept_index = arena.take<uint32_t>(capacity);
+
+  int64_t n = 0;
+  for (int32_t l = 0; l < level_count; ++l) {
+    n = decode_level(levels[l], anchors_per_cell, min_score, scale, boxes, scores, keypoints, n);
+  }
+  const uint32_t* order = sort_descending(scores, n, sort_scratch);
+  const int64_t kept_count =
+      greedy(boxes, order, n, iou_threshold, inclusive_area, kept, kept_index);
+  for (int64_t r = 0; r < kept_count; ++r) {
+    const int64_t j = kept_index[r];
+    std::memcpy(out_boxes + 4 * r, boxes + 4 * j, 4 * sizeof(float));
+    std::memcpy(out_keypoints + 10 * r, keypoints + 10 * j, 10 * sizeof(float));
+    out_scores[r] = scores[j];
+  }
+  return kept_count;
+}
+
+size_t nms_workspace_bytes(int64_t count) noexcept {
+  const size_t n = static_cast<size_t>(count < 0 ? 0 : count);
+  return sort_workspace_bytes(count) + 5 * round_up(n * sizeof(float)) +
+         round_up(n * sizeof(uint32_t)) + kAlign;
+}
+
+int64_t nms(const float* boxes, const float* scores, int64_t count, float iou_threshold,
+            bool inclusive_area, int64_t* keep, unsigned char* workspace) noexcept {
+  if (count <= 0) return 0;
+  Arena arena(workspace);
+  uint32_t* sort_scratch = arena.take<uint32_t>(sort_workspace_bytes(count) / sizeof(uint32_t));
+  const KeptBoxes kept = take_kept(arena, count);
+  uint32_t* kept_index = arena.take<uint32_t>(count);
+  const uint32_t* order = sort_descending(scores, count, sort_scratch);
+  const int64_t kept_count =
+      greedy(boxes, order, count, iou_threshold, inclusive_area, kept, kept_index);
+  for (int64_t r = 0; r < kept_count; ++r) keep[r] = kept_index[r];
+  return kept_count;
+}
+
+}  // namespace immich::detect

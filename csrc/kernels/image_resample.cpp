@@ -1,0 +1,317 @@
+// Geometry and the fused resample driver: horizontal pass (only the source rows the vertical pass
+// reads, only the output columns that survive the crop) into a uint8 intermediate, then the
+// vertical pass straight into the caller's output through a per-row sink that normalises.
+#include <algorithm>
+#include <cstring>
+#include <new>
+#include <thread>
+#include <vector>
+
+#include "image_internal.h"
+#include "immich/image.h"
+
+namespace immich {
+namespace image {
+namespace {
+
+using detail::AxisWeights;
+
+// Runs fn(worker, begin, end) over [0, n) split into `threads` contiguous chunks. A thread that
+// cannot be started runs its chunk on the calling thread instead, so this never fails.
+template <class Fn>
+void run_parallel(int threads, int64_t n, const Fn& fn) noexcept {
+  const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(threads, n));
+  if (parts == 1) {
+    fn(0, int64_t{0}, n);
+    return;
+  }
+  std::vector<std::thread> pool;
+  try {
+    pool.reserve(static_cast<size_t>(parts - 1));
+  } catch (...) {
+    fn(0, int64_t{0}, n);
+    return;
+  }
+  for (int64_t p = 1; p < parts; ++p) {
+    const int64_t begin = n * p / parts, end = n * (p + 1) / parts;
+    try {
+      pool.emplace_back([&fn, p, begin, end] { fn(static_cast<int>(p), begin, end); });
+    } catch (...) {
+      fn(static_cast<int>(p), begin, end);
+    }
+  }
+  fn(0, int64_t{0}, n / parts);
+  for (auto& t : pool) t.join();
+}
+
+// Writes rows of normalised float32 into 3 planes; pixels right of / below the region get the
+// normalised value of a zero pixel.
+class ChwSink {
+ public:
+  ChwSink(const Normalization& norm, float* out, int64_t out_h, int64_t out_w)
+      : out_(out), plane_(out_h * out_w), out_w_(out_w) {
+    for (int c = 0; c < 3; ++c) {
+      for (int v = 0; v < 256; ++v) {
+        lut_[c][v] = (static_cast<float>(v) * norm.scale - norm.mean[c]) / norm.std[c];
+      }
+    }
+  }
+  void row(int64_t y, const uint8_t* rgb, int64_t width) const noexcept {
+    float* r = out_ + y * out_w_;
+    float* g = r + plane_;
+    float* b = g + plane_;
+    for (int64_t x = 0; x < width; ++x) {
+      r[x] = lut_[0][rgb[3 * x + 0]];
+      g[x] = lut_[1][rgb[3 * x + 1]];
+      b[x] = lut_[2][rgb[3 * x + 2]];
+    }
+    fill(y, width);
+  }
+  void fill(int64_t y, int64_t from_x) const noexcept {
+    float* r = out_ + y * out_w_;
+    for (int c = 0; c < 3; ++c) std::fill(r + c * plane_ + from_x, r + c * plane_ + out_w_, lut_[c][0]);
+  }
+
+ private:
+  float* out_;
+  int64_t plane_;
+  int64_t out_w_;
+  float lut_[3][256];
+};
+
+class HwcSink {
+ public:
+  HwcSink(uint8_t* out, int64_t out_w) : out_(out), out_w_(out_w) {}
+  void row(int64_t y, const uint8_t* rgb, int64_t width) const noexcept {
+    std::memcpy(out_ + y * out_w_ * 3, rgb, static_cast<size_t>(width * 3));
+    fill(y, width);
+  }
+  void fill(int64_t y, int64_t from_x) const noexcept {
+    uint8_t* r = out_ + y * out_w_ * 3;
+    std::memset(r + from_x * 3, 0, static_cast<size_t>((out_w_ - from_x) * 3));
+  }
+
+ private:
+  uint8_t* out_;
+  int64_t out_w_;
+};
+
+bool valid_source(const Source& src) noexcept {
+  return src.data != nullptr && src.height > 0 && src.width > 0;
+}
+
+bool valid_geometry(const Source& src, const Geometry& g, int64_t out_h, int64_t out_w) noexcept {
+  return g.resized_w > 0 && g.resized_h > 0 && g.region_w > 0 && g.region_h > 0 &&
+         g.crop_x >= 0 && g.crop_y >= 0 && g.crop_x + g.region_w <= g.resized_w &&
+         g.crop_y + g.region_h <= g.resized_h && g.region_w <= out_w && g.region_h <= out_h &&
+         // Without a horizontal/vertical resample the region is read from the source directly.
+         (g.resized_w != src.width || g.crop_x + g.region_w <= src.width) &&
+         (g.resized_h != src.height || g.crop_y + g.region_h <= src.height);
+}
+
+// Pillow (from 13.0) runs the vertical pass first when the height shrinks by more than twice as
+// many pixels as the width does; the order changes the uint8 rounding of the intermediate.
+bool vertical_first(const Source& src, const Geometry& g) noexcept {
+  return g.resized_h < src.height &&
+         src.height - g.resized_h > 2 * (src.width - g.resized_w);
+}
+
+// Vertical pass for one output row: taps of `w` (output index i) over rows of `base` (row r at
+// base + r * stride), n bytes wide, rounded into `out`.
+inline void vertical_row(detail::AccumulateFn accumulate, const AxisWeights& w, int64_t i,
+                         const uint8_t* base, int64_t stride, int64_t n, int32_t* acc,
+                         uint8_t* out) noexcept {
+  std::fill(acc, acc + n, detail::kHalf);
+  const int64_t first = w.start[static_cast<size_t>(i)];
+  const int32_t* k = w.coeffs.data() + i * w.stride;
+  for (int32_t t = 0; t < w.count[static_cast<size_t>(i)]; ++t) {
+    accumulate(acc, base + (first + t) * stride, k[t], n);
+  }
+  for (int64_t j = 0; j < n; ++j) out[j] = detail::clip8(acc[j]);
+}
+
+template <class Sink>
+Status run(const Source& src, const Geometry& g, Filter filter, const Sink& sink, int64_t out_h,
+           int64_t out_w, int threads) noexcept {
+  if (!valid_source(src) || out_h <= 0 || out_w <= 0 || !valid_geometry(src, g, out_h, out_w) ||
+      filter < kBilinear || filter > kLanczos) {
+    return kInvalidArgument;
+  }
+  if (threads < 1) threads = 1;
+  // Like Pillow, an axis whose size does not change is not resampled at all.
+  const bool need_h = g.resized_w != src.width;
+  const bool need_v = g.resized_h != src.height;
+  const bool v_first = need_h && need_v && vertical_first(src, g);
+  const int64_t width3 = g.region_w * 3;
+  AxisWeights wx, wy;
+  std::vector<uint8_t> intermediate;
+  std::vector<int32_t> acc;
+  std::vector<uint8_t> rowbuf;
+  // Source rows/columns the first pass reads.
+  int64_t row_lo = g.crop_y, row_hi = g.crop_y + g.region_h;
+  int64_t col_lo = g.crop_x, col_hi = g.crop_x + g.region_w;
+  try {
+    if (need_v) {
+      detail::build_axis_weights(filter, src.height, g.resized_h, g.crop_y, g.region_h, &wy);
+      row_lo = wy.start.front();
+      row_hi = 0;
+      for (size_t i = 0; i < wy.start.size(); ++i) row_hi = std::max(row_hi, wy.start[i] + wy.count[i]);
+    }
+    if (need_h) {
+      detail::build_axis_weights(filter, src.width, g.resized_w, g.crop_x, g.region_w, &wx);
+      col_lo = wx.start.front();
+      col_hi = 0;
+      for (size_t i = 0; i < wx.start.size(); ++i) col_hi = std::max(col_hi, wx.start[i] + wx.count[i]);
+    }
+    // Widest row any pass accumulates or rounds into.
+    const int64_t row_bytes = v_first ? (col_hi - col_lo) * 3 : width3;
+    if (v_first) {
+      // The horizontal pass then reads the intermediate, whose column 0 is source column col_lo.
+      for (auto& s : wx.start) s -= col_lo;
+      intermediate.resize(static_cast<size_t>(g.region_h * row_bytes));
+    } else if (need_h) {
+      intermediate.resize(static_cast<size_t>((row_hi - row_lo) * width3));
+    }
+    acc.resize(static_cast<size_t>(threads * row_bytes));
+    rowbuf.resize(static_cast<size_t>(threads * std::max(row_bytes, width3)));
+  } catch (...) {
+    return kOutOfMemory;
+  }
+  const detail::HorizontalRowFn horizontal = detail::pick_horizontal();
+  const detail::AccumulateFn accumulate = detail::pick_accumulate();
+
+  if (v_first) {
+    const int64_t inter_w = col_hi - col_lo;
+    const int64_t inter_bytes = inter_w * 3;
+    uint8_t* tmp = intermediate.data();
+    run_parallel(threads, g.region_h, [&](int worker, int64_t begin, int64_t end) {
+      for (int64_t y = begin; y < end; ++y) {
+        vertical_row(accumulate, wy, y, src.data + col_lo * 3, src.row_stride, inter_bytes,
+                     acc.data() + worker * inter_bytes, tmp + y * inter_bytes);
+      }
+    });
+    run_parallel(threads, out_h, [&](int worker, int64_t begin, int64_t end) {
+      uint8_t* out = rowbuf.data() + worker * std::max(inter_bytes, width3);
+      for (int64_t y = begin; y < end; ++y) {
+        if (y >= g.region_h) {
+          sink.fill(y, 0);
+          continue;
+        }
+        horizontal(tmp + y * inter_bytes, inter_w, wx, out);
+        sink.row(y, out, g.region_w);
+      }
+    });
+    return kOk;
+  }
+
+  // Horizontal pass first: the vertical pass reads the intermediate, or the source itself.
+  const uint8_t* in_base;
+  int64_t in_stride;
+  if (need_h) {
+    uint8_t* tmp = intermediate.data();
+    run_parallel(threads, row_hi - row_lo, [&](int, int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) {
+        horizontal(src.data + (row_lo + r) * src.row_stride, src.width, wx, tmp + r * width3);
+      }
+    });
+    in_base = tmp - row_lo * width3;
+    in_stride = width3;
+  } else {
+    in_base = src.data + g.crop_x * 3;
+    in_stride = src.row_stride;
+  }
+  run_parallel(threads, out_h, [&](int worker, int64_t begin, int64_t end) {
+    for (int64_t y = begin; y < end; ++y) {
+      if (y >= g.region_h) {
+        sink.fill(y, 0);
+      } else if (!need_v) {
+        sink.row(y, in_base + (g.crop_y + y) * in_stride, g.region_w);
+      } else {
+        uint8_t* out = rowbuf.data() + worker * width3;
+        vertical_row(accumulate, wy, y, in_base, in_stride, width3, acc.data() + worker * width3,
+                     out);
+        sink.row(y, out, g.region_w);
+      }
+    }
+  });
+  return kOk;
+}
+
+}  // namespace
+
+Status plan_geometry(Mode mode, int64_t src_h, int64_t src_w, int64_t dst_h, int64_t dst_w,
+                     Geometry* g) noexcept {
+  if (g == nullptr || src_h <= 0 || src_w <= 0 || dst_h <= 0 || dst_w <= 0) return kInvalidArgument;
+  const double h = static_cast<double>(src_h), w = static_cast<double>(src_w);
+  switch (mode) {
+    case kShortest: {
+      if (dst_h != dst_w) return kInvalidArgument;
+      // Immich: short side = S, long side = int(long / short * S), then
+      // left = int(width / 2 - S / 2), top = int(height / 2 - S / 2).
+      const int64_t s = dst_h;
+      if (src_w < src_h) {
+        g->resized_w = s;
+        g->resized_h = static_cast<int64_t>(h / w * static_cast<double>(s));
+      } else {
+        g->resized_w = static_cast<int64_t>(w / h * static_cast<double>(s));
+        g->resized_h = s;
+      }
+      const double half = static_cast<double>(s) / 2.0;
+      g->crop_x = static_cast<int64_t>(static_cast<double>(g->resized_w) / 2.0 - half);
+      g->crop_y = static_cast<int64_t>(static_cast<double>(g->resized_h) / 2.0 - half);
+      g->region_w = s;
+      g->region_h = s;
+      break;
+    }
+    case kSquash:
+      g->resized_w = dst_w;
+      g->resized_h = dst_h;
+      g->crop_x = g->crop_y = 0;
+      g->region_w = dst_w;
+      g->region_h = dst_h;
+      break;
+    case kLetterbox: {
+      // insightface: compare aspect ratios, the limiting side fills the canvas, the other is
+      // truncated. A side that truncates to zero is kept at one pixel.
+      const double im_ratio = h / w;
+      const double model_ratio = static_cast<double>(dst_h) / static_cast<double>(dst_w);
+      int64_t nw, nh;
+      if (im_ratio > model_ratio) {
+        nh = dst_h;
+        nw = static_cast<int64_t>(static_cast<double>(nh) / im_ratio);
+      } else {
+        nw = dst_w;
+        nh = static_cast<int64_t>(static_cast<double>(nw) * im_ratio);
+      }
+      g->resized_w = std::max<int64_t>(1, nw);
+      g->resized_h = std::max<int64_t>(1, nh);
+      g->crop_x = g->crop_y = 0;
+      g->region_w = g->resized_w;
+      g->region_h = g->resized_h;
+      break;
+    }
+    default:
+      return kInvalidArgument;
+  }
+  if (g->resized_w <= 0 || g->resized_h <= 0) return kInvalidArgument;
+  g->scale = static_cast<double>(g->resized_h) / h;
+  return kOk;
+}
+
+Status resize_normalize_chw(const Source& src, const Geometry& geometry, Filter filter,
+                            const Normalization& norm, float* out, int64_t out_h, int64_t out_w,
+                            int threads) noexcept {
+  if (out == nullptr || out_h <= 0 || out_w <= 0) return kInvalidArgument;
+  const ChwSink sink(norm, out, out_h, out_w);
+  return run(src, geometry, filter, sink, out_h, out_w, threads);
+}
+
+Status resize_hwc(const Source& src, const Geometry& geometry, Filter filter, uint8_t* out,
+                  int64_t out_h, int64_t out_w, int threads) noexcept {
+  if (out == nullptr) return kInvalidArgument;
+  const HwcSink sink(out, out_w);
+  return run(src, geometry, filter, sink, out_h, out_w, threads);
+}
+
+}  // namespace image
+}  // namespace immich

@@ -1,0 +1,31 @@
+"""Compiled SCRFD decode + NMS (pyx/_detect.pyx). Use immich_ml.ops.detect, which validates."""
+
+import numpy as np
+from numpy.typing import NDArray
+
+def decode_workspace_bytes(capacity: int) -> int: ...
+def nms_workspace_bytes(count: int) -> int: ...
+def decode_scrfd(
+    scores: list[NDArray[np.float32]],
+    distances: list[NDArray[np.float32]],
+    keypoints: list[NDArray[np.float32]],
+    grid_widths: list[int],
+    strides: list[int],
+    anchors_per_cell: int,
+    min_score: float,
+    scale: float,
+    iou_threshold: float,
+    inclusive_area: bool,
+    out_boxes: NDArray[np.float32],
+    out_scores: NDArray[np.float32],
+    out_keypoints: NDArray[np.float32],
+    workspace: NDArray[np.uint8],
+) -> int: ...
+def nms(
+    boxes: NDArray[np.float32],
+    scores: NDArray[np.float32],
+    iou_threshold: float,
+    inclusive_area: bool,
+    keep: NDArray[np.int64],
+    workspace: NDArray[np.uint8],
+) -> int: ...
