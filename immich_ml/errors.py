@@ -88,6 +88,15 @@ class ModelUnavailable(ModelLoadError):
     kind = "model_unavailable"
 
 
+class ArtifactMissing(ModelUnavailable):
+    """The backend works on this host, but the model has no export for it (no ``.rknn`` for this
+    SoC, no ``.armnn``). The registry loads the ONNX model instead and logs the message at WARNING,
+    in Immich's words: "RKNN is available, but model '<name>' does not support it."
+    """
+
+    kind = "artifact_missing"
+
+
 class BackendError(ImmichMLError):
     """The inference runtime failed while running a model."""
 

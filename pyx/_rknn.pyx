@@ -1,9 +1,9 @@
-# cython: language_level=3, boundscheck=False, wraparound=False
+# cython: language_level=3, boundscheck=False, wraparound=False, auto_pickle=False
 """Thin wrapper over the RKNN bridge (csrc/rknn): librknnrt.so opened at run time, no Rockchip SDK.
 
 ``Runtime`` is one dlopen'ed library; ``Model`` one .rknn model with a pool of contexts sharing its
 weights. Blocking calls (init, prepare, acquire, run, close) release the GIL. Runtime memory is
-exposed through ``Buffer`` objects (the buffer protocol), so numpy views of NPU memory need no copy.
+exposed as ``memoryview`` objects over it (buffer protocol), so numpy views of NPU memory need no copy.
 Errors raise :class:`RknnError` carrying the bridge's message and return code.
 """
 
@@ -55,7 +55,9 @@ cdef class Runtime:
     cdef rkb_runtime* _rt
     cdef readonly str path
 
-    def __cinit__(self, str path):
+    def __init__(self, str path):
+        if self._rt != NULL:
+            raise RknnError("Runtime is already open", -106)
         cdef bytes encoded = os.fsencode(path)
         cdef const char* c_path = encoded
         cdef char err[ERR_LEN]
@@ -116,8 +118,8 @@ cdef TensorAttr _attr(const rknn_tensor_attr* a):
     return t
 
 
-cdef class Buffer:
-    """Bytes of runtime memory, exported through the buffer protocol (``np.frombuffer`` gives a view).
+cdef class _Buffer:
+    """Bytes of runtime memory, exported through the buffer protocol.
 
     Keeps its model alive; the memory itself is only valid while the context that owns it is
     leased and the model is open.
@@ -150,22 +152,17 @@ cdef class Buffer:
     def __releasebuffer__(self, Py_buffer* view):
         pass
 
-    @property
-    def address(self):
-        """The memory's virtual address, as an int."""
-        return <size_t>self._data
 
-
-cdef Buffer _buffer(object owner, const void* data, uint32_t size, bint writable):
+cdef object _view(object owner, const void* data, uint32_t size, bint writable):
     if data == NULL:
         raise RknnError("no such runtime buffer (bad slot or index, or the model is closed)", -103)
-    cdef Buffer b = Buffer.__new__(Buffer)
+    cdef _Buffer b = _Buffer.__new__(_Buffer)
     b._owner = owner
     b._data = <char*>data
     b._shape[0] = size
     b._strides[0] = 1
     b._writable = writable
-    return b
+    return memoryview(b)
 
 
 cdef class Model:
@@ -174,7 +171,11 @@ cdef class Model:
     cdef rkb_model* _m
     cdef readonly Runtime runtime
 
-    def __cinit__(self, Runtime runtime not None, const unsigned char[::1] data not None):
+    def __init__(self, Runtime runtime not None, const unsigned char[::1] data not None):
+        if self._m != NULL:
+            raise RknnError("Model is already open", -106)
+        if runtime._rt == NULL:
+            raise RknnError("Runtime is not open", -106)
         cdef char err[ERR_LEN]
         cdef int rc
         cdef Py_ssize_t n = data.shape[0]
@@ -187,6 +188,11 @@ cdef class Model:
             raise RknnError(_text(err), rc)
         self.runtime = runtime
 
+    cdef rkb_model* _get(self) except NULL:
+        if self._m == NULL:
+            raise RknnError("the model is not open", -106)
+        return self._m
+
     def __dealloc__(self):
         if self._m != NULL:
             with nogil:
@@ -194,29 +200,34 @@ cdef class Model:
 
     @property
     def inputs(self):
-        return [_attr(rkb_model_input_attr(self._m, i)) for i in range(rkb_model_n_inputs(self._m))]
+        cdef rkb_model* m = self._get()
+        return [_attr(rkb_model_input_attr(m, i)) for i in range(rkb_model_n_inputs(m))]
 
     @property
     def outputs(self):
-        return [_attr(rkb_model_output_attr(self._m, i)) for i in range(rkb_model_n_outputs(self._m))]
+        cdef rkb_model* m = self._get()
+        return [_attr(rkb_model_output_attr(m, i)) for i in range(rkb_model_n_outputs(m))]
 
     @property
     def custom_string(self):
-        return _text(rkb_model_custom_string(self._m))
+        cdef rkb_model* m = self._get()
+        return _text(rkb_model_custom_string(m))
 
     @property
     def sdk_version(self):
         """(API version, driver version); empty strings when the runtime did not say."""
-        return _text(rkb_model_api_version(self._m)), _text(rkb_model_driver_version(self._m))
+        cdef rkb_model* m = self._get()
+        return _text(rkb_model_api_version(m)), _text(rkb_model_driver_version(m))
 
     def prepare(self, uint32_t n_contexts, core_masks, input_types, input_fmts, output_types):
         """Create the contexts and bind their memory (see ``rkb_model_prepare``)."""
+        cdef rkb_model* m = self._get()
         cdef vector[uint32_t] masks = core_masks
         cdef vector[int32_t] in_types = input_types
         cdef vector[int32_t] in_fmts = input_fmts
         cdef vector[int32_t] out_types = output_types
-        cdef uint32_t n_in = rkb_model_n_inputs(self._m)
-        cdef uint32_t n_out = rkb_model_n_outputs(self._m)
+        cdef uint32_t n_in = rkb_model_n_inputs(m)
+        cdef uint32_t n_out = rkb_model_n_outputs(m)
         if masks.size() != n_contexts or in_types.size() != n_in or in_fmts.size() != n_in or out_types.size() != n_out:
             raise RknnError("prepare: one core mask per context, one type and layout per input, "
                             "one type per output", -103)
@@ -224,77 +235,89 @@ cdef class Model:
         cdef int rc
         err[0] = 0
         with nogil:
-            rc = rkb_model_prepare(self._m, n_contexts, masks.data(), in_types.data(), in_fmts.data(),
+            rc = rkb_model_prepare(m, n_contexts, masks.data(), in_types.data(), in_fmts.data(),
                                    out_types.data(), err, ERR_LEN)
         if rc != 0:
             raise RknnError(_text(err), rc)
 
     @property
     def n_contexts(self):
-        return rkb_model_n_contexts(self._m)
+        cdef rkb_model* m = self._get()
+        return rkb_model_n_contexts(m)
 
     def context_handle(self, uint32_t slot):
         """The ``rknn_context`` value behind ``slot`` (0 when there is none)."""
-        return rkb_model_context_handle(self._m, slot)
+        cdef rkb_model* m = self._get()
+        return rkb_model_context_handle(m, slot)
 
     def acquire(self):
         """Lease a context, waiting (without the GIL) while all are busy; returns its slot."""
+        cdef rkb_model* m = self._get()
         cdef uint32_t slot = 0
         cdef int rc
         with nogil:
-            rc = rkb_model_acquire(self._m, &slot)
+            rc = rkb_model_acquire(m, &slot)
         if rc != 0:
             raise RknnError(f"cannot lease an RKNN context: {code_name(rc)}", rc)
         return slot
 
     def release(self, uint32_t slot):
-        rkb_model_release(self._m, slot)
+        cdef rkb_model* m = self._get()
+        rkb_model_release(m, slot)
 
     def input_buffer(self, uint32_t slot, uint32_t index):
         """Writable bytes of input ``index``'s memory on a leased ``slot``."""
+        cdef rkb_model* m = self._get()
         cdef uint32_t size = 0
-        cdef void* data = rkb_input_data(self._m, slot, index, &size)
-        return _buffer(self, data, size, True)
+        cdef void* data = rkb_input_data(m, slot, index, &size)
+        return _view(self, data, size, True)
 
     def set_input_format(self, uint32_t slot, uint32_t index, int32_t fmt):
+        cdef rkb_model* m = self._get()
         cdef char err[ERR_LEN]
         cdef int rc
         err[0] = 0
         with nogil:
-            rc = rkb_input_set_format(self._m, slot, index, fmt, err, ERR_LEN)
+            rc = rkb_input_set_format(m, slot, index, fmt, err, ERR_LEN)
         if rc != 0:
             raise RknnError(_text(err), rc)
 
     def run(self, uint32_t slot):
+        cdef rkb_model* m = self._get()
         cdef char err[ERR_LEN]
         cdef int rc
         err[0] = 0
         with nogil:
-            rc = rkb_run(self._m, slot, err, ERR_LEN)
+            rc = rkb_run(m, slot, err, ERR_LEN)
         if rc != 0:
             raise RknnError(_text(err), rc)
 
     def output_type(self, uint32_t index):
         """RKNN element type of output ``index``'s memory (FLOAT32 = 0, FLOAT16 = 1)."""
-        return rkb_output_type(self._m, index)
+        cdef rkb_model* m = self._get()
+        return rkb_output_type(m, index)
 
     def output_buffer(self, uint32_t slot, uint32_t index):
         """Read-only bytes of output ``index``'s memory on a leased ``slot``."""
+        cdef rkb_model* m = self._get()
         cdef uint32_t size = 0
-        cdef const void* data = rkb_output_data(self._m, slot, index, &size)
-        return _buffer(self, data, size, False)
+        cdef const void* data = rkb_output_data(m, slot, index, &size)
+        return _view(self, data, size, False)
 
     def output_into(self, uint32_t slot, uint32_t index, float[::1] dst not None):
         """Write output ``index`` as float32 into ``dst`` (widening FLOAT16 memory)."""
+        cdef rkb_model* m = self._get()
         cdef int rc
         if dst.shape[0] == 0:
             raise RknnError(f"output {index}: empty destination", -103)
         with nogil:
-            rc = rkb_output_to_float(self._m, slot, index, &dst[0], <size_t>dst.shape[0])
+            rc = rkb_output_to_float(m, slot, index, &dst[0], <size_t>dst.shape[0])
         if rc != 0:
             raise RknnError(f"output {index}: destination must hold exactly its element count", rc)
 
     def close(self):
         """Wait for leased contexts to come back, then free the runtime's memory and contexts."""
+        if self._m == NULL:
+            return
         with nogil:
             rkb_model_close(self._m)

@@ -1,0 +1,105 @@
+"""RKNN bridge (pyx/_rknn.pyx over csrc/rknn): librknnrt.so opened at run time.
+
+Element types and layouts are RKNN's integer codes (see ``csrc/rknn/rknn_abi.h``):
+types FLOAT32 = 0, FLOAT16 = 1, INT8 = 2, UINT8 = 3, INT16 = 4, UINT16 = 5, INT32 = 6, UINT32 = 7,
+INT64 = 8, BOOL = 9; layouts NCHW = 0, NHWC = 1, NC1HWC2 = 2, UNDEFINED = 3.
+"""
+
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+from typing_extensions import disjoint_base
+
+class RknnError(RuntimeError):
+    """A failure from the bridge or librknnrt; ``code`` is the negative return code."""
+
+    code: int
+    def __init__(self, message: str, code: int) -> None: ...
+
+def code_name(code: int) -> str:
+    """``RKNN_ERR_TIMEOUT`` for -2, ``RKB_ERR_SYMBOL`` for -102, ..."""
+
+def half_to_float_into(src: npt.NDArray[np.uint16], dst: npt.NDArray[np.float32]) -> None:
+    """Widen binary16 bit patterns ``src`` (1-D, contiguous) into float32 ``dst`` of equal length."""
+
+@disjoint_base
+class Runtime:
+    """One dlopen'ed librknnrt; raises RknnError naming the library or the missing function."""
+
+    path: str
+    def __init__(self, path: str) -> None: ...
+    def has_function(self, name: str) -> bool: ...
+
+@disjoint_base
+class TensorAttr:
+    """What ``rknn_query(RKNN_QUERY_INPUT_ATTR/OUTPUT_ATTR)`` reported for one tensor."""
+
+    @property
+    def index(self) -> int: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def dims(self) -> tuple[int, ...]: ...
+    @property
+    def fmt(self) -> int: ...
+    @property
+    def type(self) -> int: ...
+    @property
+    def qnt_type(self) -> int: ...
+    @property
+    def zp(self) -> int: ...
+    @property
+    def scale(self) -> float: ...
+    @property
+    def n_elems(self) -> int: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def size_with_stride(self) -> int: ...
+    @property
+    def w_stride(self) -> int: ...
+    @property
+    def h_stride(self) -> int: ...
+
+@disjoint_base
+class Model:
+    """One .rknn model: ``rknn_init`` from ``data`` (the file's bytes) plus attribute queries."""
+
+    runtime: Runtime
+    def __init__(self, runtime: Runtime, data: bytes) -> None: ...
+    @property
+    def inputs(self) -> list[TensorAttr]: ...
+    @property
+    def outputs(self) -> list[TensorAttr]: ...
+    @property
+    def custom_string(self) -> str: ...
+    @property
+    def sdk_version(self) -> tuple[str, str]: ...
+    def prepare(
+        self,
+        n_contexts: int,
+        core_masks: Sequence[int],
+        input_types: Sequence[int],
+        input_fmts: Sequence[int],
+        output_types: Sequence[int],
+    ) -> None:
+        """Create ``n_contexts`` contexts (rknn_dup_context after the first), set ``core_masks[i]`` on
+        context i (0 = AUTO, not set), and bind per-context input memory of ``input_types``/``input_fmts``
+        and output memory of ``output_types`` (FLOAT32 or FLOAT16) with rknn_set_io_mem."""
+    @property
+    def n_contexts(self) -> int: ...
+    def context_handle(self, slot: int) -> int: ...
+    def acquire(self) -> int:
+        """Lease a context slot, blocking (GIL released) while all are busy."""
+    def release(self, slot: int) -> None: ...
+    def input_buffer(self, slot: int, index: int) -> memoryview:
+        """Writable bytes of input ``index``'s memory on a leased ``slot`` (keeps the model alive)."""
+    def set_input_format(self, slot: int, index: int, fmt: int) -> None: ...
+    def run(self, slot: int) -> None: ...
+    def output_type(self, index: int) -> int: ...
+    def output_buffer(self, slot: int, index: int) -> memoryview:
+        """Read-only bytes of output ``index``'s memory on a leased ``slot``."""
+    def output_into(self, slot: int, index: int, dst: npt.NDArray[np.float32]) -> None:
+        """Write output ``index`` into 1-D float32 ``dst`` of exactly its element count."""
+    def close(self) -> None: ...

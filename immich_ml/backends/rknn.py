@@ -1,0 +1,423 @@
+"""RKNN backend: Rockchip NPUs (RK3566/RK3568/RK3576/RK3588) through librknnrt's C API.
+
+The compiled bridge (``immich_ml._core._rknn``) opens ``librknnrt.so`` at run time, so nothing here
+needs Rockchip's Python toolkit. One model gets ``MACHINE_LEARNING_RKNN_THREADS`` contexts: the first
+from ``rknn_init``, the rest from ``rknn_dup_context`` so they share one copy of the weights (RKNNLite
+loads them once per thread). On RK3576/RK3588 context *i* is pinned to NPU core *i* (modulo the core
+count) when there is more than one. Each context has its own input memory from ``rknn_create_mem``;
+``bind()`` leases a context and hands out numpy views of that memory, so the compiled preprocessing
+writes straight into what the NPU reads.
+
+Models live at ``<cache>/<task>/<name>/<type>/rknpu/<soc>/model.rknn`` (Immich's layout). A model
+without one raises :class:`~immich_ml.errors.ArtifactMissing` and the registry loads ONNX instead.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from immich_ml._core import _rknn
+from immich_ml.backends.base import (
+    Availability,
+    BoundCall,
+    ModelArtifacts,
+    Placement,
+    SessionOptions,
+    Target,
+    TensorSpec,
+)
+from immich_ml.config import Settings
+from immich_ml.errors import ArtifactMissing, BackendError, BackendUnavailable, ModelLoadError
+
+log = logging.getLogger(__name__)
+
+SOCS = ("rk3566", "rk3568", "rk3576", "rk3588")
+COMPATIBLE_PATH = Path("/proc/device-tree/compatible")
+DEFAULT_LIBRARY = "librknnrt.so"
+# NPU cores per SoC where a context can be pinned; RK3566/RK3568 have a single core.
+NPU_CORES = {"rk3576": 2, "rk3588": 3}
+# RK3566 and RK3568 share one NPU design (RK356X): a model compiled for either runs on both.
+_MODEL_SOCS = {"rk3566": ("rk3566", "rk3568"), "rk3568": ("rk3568", "rk3566")}
+
+# RKNN codes (csrc/rknn/rknn_abi.h).
+FLOAT32, FLOAT16, INT8, UINT8, INT16, UINT16, INT32, UINT32, INT64, BOOL = range(10)
+NCHW, NHWC = 0, 1
+_QNT_NONE = 0
+_FEED_DTYPE = {
+    # Float models take float32 from the preprocessing kernels; the runtime converts to fp16, and
+    # quantizes for int8 models, as part of rknn_run.
+    FLOAT32: "float32",
+    FLOAT16: "float32",
+    INT8: "float32",
+    UINT8: "uint8",
+    INT16: "int16",
+    UINT16: "uint16",
+    INT32: "int32",
+    UINT32: "uint32",
+    INT64: "int64",
+    BOOL: "bool",
+}
+_RKNN_TYPE = {"float32": FLOAT32, "uint8": UINT8, "int16": INT16, "uint16": UINT16, "int32": INT32,
+              "uint32": UINT32, "int64": INT64, "bool": BOOL}
+
+_runtimes: dict[str, _rknn.Runtime] = {}
+_runtimes_lock = threading.Lock()
+
+
+def detect_soc(compatible: Path = COMPATIBLE_PATH) -> str | None:
+    """The supported SoC named in the device tree's ``compatible`` list (NUL-separated), if any."""
+    try:
+        entries = compatible.read_bytes().decode("ascii", "replace").lower().split("\0")
+    except OSError:
+        return None
+    for soc in SOCS:
+        if any(soc in entry for entry in entries):
+            return soc
+    return None
+
+
+def library_path(settings: Settings, library: str | None = None) -> str:
+    """``library`` if given, else ``settings.rknn_library`` (MACHINE_LEARNING_RKNN_LIBRARY), else the default."""
+    if library:
+        return library
+    configured: object = getattr(settings, "rknn_library", None)
+    return configured if isinstance(configured, str) and configured else DEFAULT_LIBRARY
+
+
+def load_runtime(path: str) -> _rknn.Runtime:
+    """The process-wide runtime for ``path`` (dlopen'ed once); raises ``_rknn.RknnError``."""
+    with _runtimes_lock:
+        runtime = _runtimes.get(path)
+        if runtime is None:
+            runtime = _runtimes[path] = _rknn.Runtime(path)
+        return runtime
+
+
+def probe(
+    settings: Settings, *, compatible: Path = COMPATIBLE_PATH, library: str | None = None
+) -> Availability:
+    """Whether RKNN can run here: enabled in settings, a supported SoC, and librknnrt loads."""
+    if not settings.rknn:
+        return Availability(False, "MACHINE_LEARNING_RKNN is false")
+    soc = detect_soc(compatible)
+    if soc is None:
+        return Availability(False, f"no supported Rockchip SoC ({', '.join(SOCS)}) in {compatible}")
+    path = library_path(settings, library)
+    try:
+        load_runtime(path)
+    except _rknn.RknnError as exc:
+        return Availability(False, str(exc))
+    return Availability(True, f"{soc} NPU through {path}")
+
+
+def model_path(directory: Path, soc: str) -> Path:
+    """Where Immich keeps the RKNN export of the model in ``directory`` (``<type>/rknpu/<soc>/model.rknn``)."""
+    return directory / "rknpu" / soc / "model.rknn"
+
+
+def find_model(directory: Path, soc: str) -> Path | None:
+    """The ``.rknn`` file this SoC can run for the model in ``directory``, if one is there."""
+    for candidate in _MODEL_SOCS.get(soc, (soc,)):
+        path = model_path(directory, candidate)
+        if path.is_file():
+            return path
+    return None
+
+
+def core_masks(soc: str, threads: int) -> list[int]:
+    """One ``rknn_core_mask`` per context: AUTO (0) for one context or a single-core NPU, otherwise
+    context *i* on core *i* modulo the SoC's core count."""
+    cores = NPU_CORES.get(soc, 0)
+    if cores == 0 or threads == 1:
+        return [0] * threads
+    return [1 << (i % cores) for i in range(threads)]
+
+
+@dataclass(frozen=True)
+class _Input:
+    """One graph input: what the model layer sees (``spec``) and how the NPU binary was compiled."""
+
+    index: int
+    spec: TensorSpec
+    rknn_type: int
+    compiled_fmt: int
+    dims: tuple[int, ...]  # as the runtime reports them, in compiled_fmt
+    nchw: tuple[int, ...] | None  # the same tensor as (N, C, H, W) for 4-D image inputs
+
+    def layout(self, shape: tuple[int, ...]) -> int:
+        """The layout a caller buffer of ``shape`` has; raises BackendError when it fits neither."""
+        if self.nchw is None:
+            if shape != self.dims:
+                raise BackendError(f"RKNN input '{self.spec.name}' takes shape {self.dims}, not {shape}")
+            return self.compiled_fmt
+        n, c, h, w = self.nchw
+        if shape == (n, c, h, w):
+            return NCHW
+        if shape == (n, h, w, c):
+            return NHWC
+        if len(shape) == 4 and c not in (shape[1], shape[3]):
+            raise BackendError(f"RKNN binary takes {c} channels for input '{self.spec.name}', got shape {shape}")
+        raise BackendError(
+            f"RKNN input '{self.spec.name}' was compiled for {(n, c, h, w)} (NCHW) or {(n, h, w, c)} (NHWC), "
+            f"not {shape}"
+        )
+
+
+def _custom_dims(text: str, n_inputs: int) -> list[tuple[int, ...] | None]:
+    """Input shapes from the model's custom string (JSON ``{"dims": [...]}``, one list or one per input)."""
+    if not text:
+        return [None] * n_inputs
+    try:
+        dims = json.loads(text)["dims"]
+        per_input = dims if dims and isinstance(dims[0], list) else [dims]
+        parsed = [tuple(int(d) for d in shape) for shape in per_input]
+    except (ValueError, KeyError, TypeError, IndexError):
+        log.warning("Ignoring unreadable RKNN custom string %r", text[:200])
+        return [None] * n_inputs
+    return [parsed[i] if i < len(parsed) else None for i in range(n_inputs)]
+
+
+def _plan_input(attr: _rknn.TensorAttr, custom: tuple[int, ...] | None, normalizes: bool) -> _Input:
+    dims = tuple(attr.dims)
+    image = len(dims) == 4 and attr.fmt in (NCHW, NHWC)
+    if image and normalizes:
+        dtype = "uint8"  # the graph normalizes on the NPU: it takes raw pixels
+    elif attr.type in _FEED_DTYPE:
+        dtype = _FEED_DTYPE[attr.type]
+    else:
+        raise ModelLoadError(f"RKNN input '{attr.name}' has element type {attr.type}, which is not supported")
+    nchw = None
+    if image:
+        nchw = dims if attr.fmt == NCHW else (dims[0], dims[3], dims[1], dims[2])
+    if nchw is not None:
+        n, c, h, w = nchw
+        shape: tuple[int, ...] = (n, h, w, c) if dtype == "uint8" else nchw
+    else:
+        shape = dims
+    planned = _Input(attr.index, TensorSpec(attr.name, shape, dtype), _RKNN_TYPE[dtype], attr.fmt, dims, nchw)
+    if custom is None or custom == shape:
+        return planned
+    try:
+        planned.layout(custom)
+    except BackendError:
+        log.warning("RKNN custom string gives input '%s' shape %s, which the binary %s cannot take; using %s",
+                    attr.name, custom, dims, shape)
+        return planned
+    return _Input(attr.index, TensorSpec(attr.name, custom, dtype), planned.rknn_type, attr.fmt, dims, nchw)
+
+
+def _static(spec: TensorSpec) -> tuple[int, ...]:
+    return tuple(d for d in spec.shape if isinstance(d, int))
+
+
+class _SlotBuffers:
+    """Numpy views of one context's memory: flat inputs, and outputs in their graph shapes."""
+
+    def __init__(self, model: _rknn.Model, slot: int, inputs: Sequence[_Input], outputs: Sequence[TensorSpec]):
+        self.inputs = [
+            np.frombuffer(model.input_buffer(slot, i.index), dtype=i.spec.dtype, count=int(np.prod(i.dims)))
+            for i in inputs
+        ]
+        self.formats = [i.layout(_static(i.spec)) for i in inputs]
+        self.widened: list[npt.NDArray[np.float32] | None] = []
+        self.outputs: list[npt.NDArray[np.generic]] = []
+        for index, spec in enumerate(outputs):
+            shape = _static(spec)
+            if model.output_type(index) == FLOAT16:
+                # fp16 memory is widened by the bridge into this buffer after every run.
+                out = np.empty(shape, dtype=np.float32)
+                self.widened.append(out)
+                self.outputs.append(out)
+            else:
+                self.widened.append(None)
+                view = np.frombuffer(model.output_buffer(slot, index), dtype=np.float32)
+                self.outputs.append(view.reshape(shape))
+
+
+class _RknnCall:
+    def __init__(self, session: RknnSession, slot: int, buffers: dict[str, npt.NDArray[np.generic]]):
+        self._session = session
+        self._slot = slot
+        self._buffers = buffers
+
+    @property
+    def inputs(self) -> Mapping[str, npt.NDArray[np.generic]]:
+        return self._buffers
+
+    def run(self) -> Sequence[npt.NDArray[np.generic]]:
+        return self._session._run_slot(self._slot)
+
+
+class RknnSession:
+    """An RKNN model behind the :class:`~immich_ml.backends.base.Session` protocol.
+
+    ``library`` (path of librknnrt.so), ``soc`` and ``compatible`` (the device-tree file) override
+    what the settings and the host say; tests use them to drive the bridge through a test double.
+    """
+
+    def __init__(
+        self,
+        artifacts: ModelArtifacts,
+        settings: Settings,
+        target: Target,
+        options: SessionOptions,
+        *,
+        library: str | None = None,
+        soc: str | None = None,
+        compatible: Path = COMPATIBLE_PATH,
+    ) -> None:
+        name = artifacts.directory.parent.name
+        self._label = options.label or name
+        soc = soc or detect_soc(compatible)
+        if soc not in SOCS:
+            raise BackendUnavailable(f"RKNN needs a supported Rockchip SoC ({', '.join(SOCS)}); found {soc}")
+        path = artifacts.rknn if artifacts.rknn is not None and artifacts.rknn.is_file() else None
+        path = path or find_model(artifacts.directory, soc)
+        if path is None:
+            raise ArtifactMissing(f"RKNN is available, but model '{name}' does not support it.")
+        try:
+            runtime = load_runtime(library_path(settings, library))
+        except _rknn.RknnError as exc:
+            raise BackendUnavailable(f"RKNN runtime unavailable: {exc}") from exc
+        try:
+            # The bytes are only needed until rknn_init returns: the runtime keeps its own copy.
+            self._model = _rknn.Model(runtime, path.read_bytes())
+        except (OSError, _rknn.RknnError) as exc:
+            raise ModelLoadError(f"RKNN could not load {path}: {exc}") from exc
+        try:
+            self._setup(settings, soc, path, target)
+        except BaseException:
+            self._model.close()
+            raise
+
+    def _setup(self, settings: Settings, soc: str, path: Path, target: Target) -> None:
+        model = self._model
+        attrs = model.inputs
+        custom = _custom_dims(model.custom_string, len(attrs))
+        normalizes = bool(model.custom_string) and any(c is not None for c in custom)
+        self._plan = [_plan_input(a, c, normalizes) for a, c in zip(attrs, custom)]
+        self._inputs = tuple(p.spec for p in self._plan)
+        self._outputs = tuple(TensorSpec(a.name, tuple(a.dims), "float32") for a in model.outputs)
+        # fp16 outputs stay fp16 in NPU memory and are widened by the bridge; anything else
+        # (fp32, or quantized int8 the runtime dequantizes) is bound as fp32 and viewed in place.
+        out_types = [FLOAT16 if a.type == FLOAT16 else FLOAT32 for a in model.outputs]
+        threads = settings.rknn_threads
+        masks = core_masks(soc, threads)
+        try:
+            model.prepare(
+                threads,
+                masks,
+                [p.rknn_type for p in self._plan],
+                [p.layout(_static(p.spec)) for p in self._plan],
+                out_types,
+            )
+        except _rknn.RknnError as exc:
+            raise ModelLoadError(f"RKNN could not prepare {threads} context(s) for {path}: {exc}") from exc
+        self._slots = [_SlotBuffers(model, slot, self._plan, self._outputs) for slot in range(threads)]
+        self._closed = False
+        self._close_lock = threading.Lock()
+        api, driver = model.sdk_version
+        quantized = any(a.qnt_type != _QNT_NONE for a in model.inputs + model.outputs)
+        self._placement = Placement(
+            backend="rknn",
+            provider=f"rknn:{soc}",
+            device=soc,
+            requested=str(target),
+            precision="INT8" if quantized else "FP16",
+            extra={
+                "model": str(path),
+                "library": model.runtime.path,
+                "contexts": str(threads),
+                "core_masks": ",".join(hex(m) for m in masks),
+                "runtime_version": api,
+                "driver_version": driver,
+            },
+        )
+        log.info(
+            "Loaded RKNN model %s on %s: %d context(s) sharing weights, core masks %s (librknnrt %s, driver %s)",
+            self._label, soc, threads, self._placement.extra["core_masks"], api or "?", driver or "?",
+        )
+
+    @property
+    def inputs(self) -> Sequence[TensorSpec]:
+        return self._inputs
+
+    @property
+    def outputs(self) -> Sequence[TensorSpec]:
+        return self._outputs
+
+    @property
+    def placement(self) -> Placement:
+        return self._placement
+
+    @contextmanager
+    def bind(self, shapes: Mapping[str, tuple[int, ...]]) -> Iterator[BoundCall]:
+        """Lease a context (waiting while all are busy) and yield views of its input memory.
+
+        ``shapes`` gives each input's shape; a 4-D image input may be NCHW or NHWC, and the
+        context's memory is re-described to the runtime when the layout changes.
+        """
+        layouts = []
+        for p in self._plan:
+            if p.spec.name not in shapes:
+                raise BackendError(f"RKNN bind: no shape for input '{p.spec.name}'")
+            shape = tuple(int(d) for d in shapes[p.spec.name])
+            layouts.append((shape, p.layout(shape)))
+        try:
+            slot = self._model.acquire()
+        except _rknn.RknnError as exc:
+            raise BackendError(f"RKNN session for {self._label} is closed") from exc
+        try:
+            buffers = self._slots[slot]
+            for i, (shape, fmt) in enumerate(layouts):
+                if buffers.formats[i] != fmt:
+                    self._model.set_input_format(slot, i, fmt)
+                    buffers.formats[i] = fmt
+            yield _RknnCall(self, slot, {p.spec.name: buffers.inputs[i].reshape(layouts[i][0])
+                                         for i, p in enumerate(self._plan)})
+        except _rknn.RknnError as exc:
+            raise BackendError(f"RKNN failed for {self._label}: {exc}") from exc
+        finally:
+            self._model.release(slot)
+
+    def _run_slot(self, slot: int) -> list[npt.NDArray[np.generic]]:
+        try:
+            self._model.run(slot)
+            buffers = self._slots[slot]
+            for index, widened in enumerate(buffers.widened):
+                if widened is not None:
+                    self._model.output_into(slot, index, widened.reshape(-1))
+        except _rknn.RknnError as exc:
+            raise BackendError(f"RKNN failed to run {self._label}: {exc}") from exc
+        return list(buffers.outputs)
+
+    def run(self, feeds: Mapping[str, npt.NDArray[np.generic]]) -> list[npt.NDArray[np.generic]]:
+        """Copy ``feeds`` into a leased context's memory, run, and return copies of the outputs."""
+        missing = [p.spec.name for p in self._plan if p.spec.name not in feeds]
+        if missing:
+            raise BackendError(f"RKNN run: missing inputs {missing}")
+        with self.bind({name: tuple(np.shape(array)) for name, array in feeds.items()}) as call:
+            for name, buffer in call.inputs.items():
+                try:
+                    np.copyto(buffer, feeds[name], casting="same_kind")
+                except TypeError as exc:
+                    raise BackendError(f"RKNN input '{name}' takes {buffer.dtype}: {exc}") from exc
+            return [np.array(out, copy=True) for out in call.run()]
+
+    def close(self) -> None:
+        """Wait for leased contexts, then free NPU memory and every context. Idempotent."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._slots = []
+        self._model.close()

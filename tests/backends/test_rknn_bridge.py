@@ -1,0 +1,362 @@
+"""The compiled RKNN bridge (immich_ml._core._rknn) driven end to end through a test double of
+librknnrt.so: attribute queries, zero-copy input memory, contexts sharing weights, core masks,
+concurrent runs, fp16 outputs and every error path. No NPU is involved; see rknn_double/."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rknn_double as rd
+
+from immich_ml._core import _rknn
+
+IMAGE = rd.Tensor("images", (1, 8, 8, 3), rd.NHWC, rd.FLOAT16)
+EMBED = rd.Tensor("embedding", (1, 4), rd.UNDEFINED, rd.FLOAT32)
+HEAT = rd.Tensor("heatmap", (1, 2, 3), rd.UNDEFINED, rd.FLOAT16)
+
+
+@pytest.fixture(scope="module")
+def libs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    directory = tmp_path_factory.mktemp("rknn_double")
+    return {variant: rd.build(directory, variant) for variant in rd.VARIANTS}
+
+
+@pytest.fixture
+def double(libs: dict[str, Path]) -> rd.Double:
+    d = rd.Double(libs["full"])
+    d.reset()
+    yield d
+    d.reset()
+
+
+@pytest.fixture
+def model_def() -> rd.DoubleModel:
+    return rd.make_model([IMAGE], [EMBED, HEAT], custom='{"dims": [1, 3, 8, 8]}')
+
+
+def open_model(lib: Path, model: rd.DoubleModel, contexts: int = 1, masks: list[int] | None = None,
+               fmt: int = rd.NCHW, out_types: list[int] | None = None) -> _rknn.Model:
+    m = _rknn.Model(_rknn.Runtime(str(lib)), model.to_bytes())
+    m.prepare(contexts, masks or [0] * contexts, [rd.FLOAT32], [fmt],
+              out_types or [rd.FLOAT32] * len(model.outputs))
+    return m
+
+
+def write_and_run(m: _rknn.Model, slot: int, image_nchw: np.ndarray) -> list[np.ndarray]:
+    view = np.frombuffer(m.input_buffer(slot, 0), dtype=np.float32).reshape(image_nchw.shape)
+    view[...] = image_nchw
+    m.run(slot)
+    outs = []
+    for index, t in enumerate(m.outputs):
+        dst = np.empty(int(np.prod(t.dims)), dtype=np.float32)
+        m.output_into(slot, index, dst)
+        outs.append(dst.reshape(t.dims))
+    return outs
+
+
+def test_attributes_custom_string_and_version(double: rd.Double, model_def: rd.DoubleModel) -> None:
+    m = _rknn.Model(_rknn.Runtime(double.path), model_def.to_bytes())
+    (image,) = m.inputs
+    assert (image.index, image.name, image.dims, image.fmt, image.type) == (0, "images", (1, 8, 8, 3), rd.NHWC,
+                                                                             rd.FLOAT16)
+    assert (image.n_elems, image.size) == (192, 192 * 2)
+    assert [(o.name, o.dims, o.type) for o in m.outputs] == [("embedding", (1, 4), rd.FLOAT32),
+                                                             ("heatmap", (1, 2, 3), rd.FLOAT16)]
+    assert m.custom_string == '{"dims": [1, 3, 8, 8]}'
+    assert m.sdk_version == ("2.3.0 (rknn_double)", "0.9.8 (rknn_double)")
+    m.close()
+
+
+def test_input_memory_is_what_the_runtime_reads(double: rd.Double, model_def: rd.DoubleModel) -> None:
+    m = open_model(Path(double.path), model_def)
+    slot = m.acquire()
+    view = np.frombuffer(m.input_buffer(slot, 0), dtype=np.float32).reshape(1, 3, 8, 8)
+    image = np.random.default_rng(1).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    view[...] = image  # the only write: the double filled its memory with 0xA5 garbage
+    m.run(slot)
+    assert double.last_input_addr(m.context_handle(slot)) == rd.address(view)
+    embedding = np.frombuffer(m.output_buffer(slot, 0), dtype=np.float32).reshape(1, 4)
+    expected = model_def.expected([rd.nchw_to_nhwc(image)])
+    np.testing.assert_allclose(embedding, expected[0], rtol=1e-5, atol=1e-5)
+    assert not embedding.flags.writeable
+    m.release(slot)
+    m.close()
+
+
+def test_layout_is_described_to_the_runtime(double: rd.Double, model_def: rd.DoubleModel) -> None:
+    m = open_model(Path(double.path), model_def, fmt=rd.NCHW)
+    slot = m.acquire()
+    handle = m.context_handle(slot)
+    image = np.random.default_rng(2).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    expected = model_def.expected([rd.nchw_to_nhwc(image)])
+    assert double.bound_input_fmt(handle) == rd.NCHW
+    np.testing.assert_allclose(write_and_run(m, slot, image)[0], expected[0], rtol=1e-5, atol=1e-5)
+    m.set_input_format(slot, 0, rd.NHWC)
+    assert double.bound_input_fmt(handle) == rd.NHWC
+    view = np.frombuffer(m.input_buffer(slot, 0), dtype=np.float32).reshape(1, 8, 8, 3)
+    view[...] = rd.nchw_to_nhwc(image)
+    m.run(slot)
+    out = np.empty(4, dtype=np.float32)
+    m.output_into(slot, 0, out)
+    np.testing.assert_allclose(out.reshape(1, 4), expected[0], rtol=1e-5, atol=1e-5)
+    m.release(slot)
+    m.close()
+
+
+def test_duplicated_contexts_share_one_copy_of_the_weights(double: rd.Double, model_def: rd.DoubleModel) -> None:
+    before = double.counts()
+    m = open_model(Path(double.path), model_def, contexts=3)
+    during = double.counts()
+    assert during["blob_allocs"] - before["blob_allocs"] == 1
+    assert during["blobs"] - before["blobs"] == 1
+    assert during["contexts"] - before["contexts"] == 3
+    assert during["mems"] - before["mems"] == 3 * 3  # one input + two outputs per context
+    handles = [m.context_handle(s) for s in range(3)]
+    assert len(set(handles)) == 3
+    assert len({double.weights_addr(h) for h in handles}) == 1
+    m.close()
+    assert double.counts() == {**before, "blob_allocs": before["blob_allocs"] + 1}
+
+
+def test_core_masks_reach_each_context(double: rd.Double, model_def: rd.DoubleModel) -> None:
+    m = open_model(Path(double.path), model_def, contexts=3, masks=[1, 2, 4])
+    assert [double.core_mask(m.context_handle(s)) for s in range(3)] == [1, 2, 4]
+    m.close()
+
+
+def test_auto_core_mask_needs_no_set_core_mask(libs: dict[str, Path], model_def: rd.DoubleModel) -> None:
+    m = open_model(libs["no_core_mask"], model_def, contexts=2, masks=[0, 0])
+    image = np.ones((1, 3, 8, 8), dtype=np.float32)
+    slot = m.acquire()
+    np.testing.assert_allclose(write_and_run(m, slot, image)[0],
+                               model_def.expected([rd.nchw_to_nhwc(image)])[0], rtol=1e-5, atol=1e-5)
+    m.release(slot)
+    m.close()
+
+
+def test_concurrent_runs_lease_separate_contexts(double: rd.Double, model_def: rd.DoubleModel) -> None:
+    m = open_model(Path(double.path), model_def, contexts=3)
+    double.set_run_delay(0.02)
+    rng = np.random.default_rng(3)
+    images = [rng.standard_normal((1, 3, 8, 8)).astype(np.float32) for _ in range(12)]
+    results: dict[int, list[np.ndarray]] = {}
+
+    def work(i: int) -> None:
+        slot = m.acquire()
+        try:
+            results[i] = write_and_run(m, slot, images[i])
+        finally:
+            m.release(slot)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(images))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i, image in enumerate(images):
+        expected = model_def.expected([rd.nchw_to_nhwc(image)])
+        np.testing.assert_allclose(results[i][0], expected[0], rtol=1e-5, atol=1e-5)
+    # Runs overlapped (the GIL was released), but never more than there are contexts.
+    assert 2 <= double.max_in_flight() <= 3
+    assert sum(double.runs(m.context_handle(s)) for s in range(3)) == len(images)
+    m.close()
+
+
+def test_one_context_serializes_callers(double: rd.Double, model_def: rd.DoubleModel) -> None:
+    m = open_model(Path(double.path), model_def, contexts=1)
+    double.set_run_delay(0.01)
+    image = np.zeros((1, 3, 8, 8), dtype=np.float32)
+
+    def work() -> None:
+        slot = m.acquire()
+        write_and_run(m, slot, image)
+        m.release(slot)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert double.max_in_flight() == 1
+    m.close()
+
+
+def test_fp16_outputs_are_widened_exactly(double: rd.Double, model_def: rd.DoubleModel) -> None:
+    m = open_model(Path(double.path), model_def, out_types=[rd.FLOAT16, rd.FLOAT16])
+    assert [m.output_type(i) for i in range(2)] == [rd.FLOAT16, rd.FLOAT16]
+    image = np.random.default_rng(4).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    slot = m.acquire()
+    outs = write_and_run(m, slot, image)
+    raw = np.frombuffer(m.output_buffer(slot, 1), dtype=np.float16).reshape(1, 2, 3)
+    for out, expected in zip(outs, model_def.expected([rd.nchw_to_nhwc(image)])):
+        assert np.array_equal(out, out.astype(np.float16).astype(np.float32))  # really came through fp16
+        np.testing.assert_allclose(out, expected, rtol=1e-3, atol=1e-3)
+    assert np.array_equal(outs[1], raw.astype(np.float32))
+    m.release(slot)
+    m.close()
+
+
+def test_half_to_float_matches_numpy_for_every_bit_pattern() -> None:
+    bits = np.arange(1 << 16, dtype=np.uint16)
+    out = np.empty(bits.shape, dtype=np.float32)
+    _rknn.half_to_float_into(bits, out)
+    assert np.array_equal(out.view(np.uint32), bits.view(np.float16).astype(np.float32).view(np.uint32))
+
+
+# ---- error paths: each returns a code and a message, nothing leaks, nothing crashes ------------
+
+
+def test_missing_library_is_named(tmp_path: Path) -> None:
+    with pytest.raises(_rknn.RknnError, match="cannot load .*nowhere/librknnrt.so") as info:
+        _rknn.Runtime(str(tmp_path / "nowhere" / "librknnrt.so"))
+    assert info.value.code == -101 and _rknn.code_name(-101) == "RKB_ERR_LOAD"
+
+
+def test_missing_required_function_is_named(libs: dict[str, Path]) -> None:
+    with pytest.raises(_rknn.RknnError, match="has no function rknn_set_io_mem") as info:
+        _rknn.Runtime(str(libs["no_io_mem"]))
+    assert info.value.code == -102
+
+
+def test_missing_dup_context_allows_one_context_only(libs: dict[str, Path], model_def: rd.DoubleModel) -> None:
+    no_dup = rd.Double(libs["no_dup"])
+    runtime = _rknn.Runtime(str(libs["no_dup"]))
+    assert not runtime.has_function("rknn_dup_context") and runtime.has_function("rknn_init")
+    m = _rknn.Model(runtime, model_def.to_bytes())
+    with pytest.raises(_rknn.RknnError, match="no function rknn_dup_context.*MACHINE_LEARNING_RKNN_THREADS=1"):
+        m.prepare(2, [0, 0], [rd.FLOAT32], [rd.NCHW], [rd.FLOAT32, rd.FLOAT32])
+    m.prepare(1, [0], [rd.FLOAT32], [rd.NCHW], [rd.FLOAT32, rd.FLOAT32])
+    slot = m.acquire()
+    image = np.ones((1, 3, 8, 8), dtype=np.float32)
+    np.testing.assert_allclose(write_and_run(m, slot, image)[0],
+                               model_def.expected([rd.nchw_to_nhwc(image)])[0], rtol=1e-5, atol=1e-5)
+    m.release(slot)
+    m.close()
+    assert no_dup.counts()["contexts"] == 0 and no_dup.counts()["mems"] == 0
+
+
+def test_missing_set_core_mask_is_named(libs: dict[str, Path], model_def: rd.DoubleModel) -> None:
+    m = _rknn.Model(_rknn.Runtime(str(libs["no_core_mask"])), model_def.to_bytes())
+    with pytest.raises(_rknn.RknnError, match="no function rknn_set_core_mask"):
+        m.prepare(2, [1, 2], [rd.FLOAT32], [rd.NCHW], [rd.FLOAT32, rd.FLOAT32])
+    m.close()
+
+
+@pytest.mark.parametrize("corrupt", [b"not a model at all", b"RKNNDBL1" + b"\0" * 30, "truncated"])
+def test_corrupt_model_fails_init(double: rd.Double, model_def: rd.DoubleModel, corrupt: bytes | str) -> None:
+    data = model_def.to_bytes()[:-4] if corrupt == "truncated" else corrupt
+    before = double.counts()
+    with pytest.raises(_rknn.RknnError, match=r"rknn_init failed: RKNN_ERR_MODEL_INVALID \(-6\)") as info:
+        _rknn.Model(_rknn.Runtime(double.path), data)
+    assert info.value.code == -6
+    assert double.counts() == before
+
+
+@pytest.mark.parametrize(
+    ("function", "message"),
+    [("rknn_query", r"RKNN_QUERY_IN_OUT_NUM\) failed: RKNN_ERR_FAIL"),
+     ("rknn_query:input_attr", r"RKNN_QUERY_INPUT_ATTR\) failed: RKNN_ERR_FAIL")],
+)
+def test_query_failure_destroys_the_context(double: rd.Double, model_def: rd.DoubleModel, function: str,
+                                            message: str) -> None:
+    before = double.counts()
+    double.fail(function)
+    with pytest.raises(_rknn.RknnError, match=message):
+        _rknn.Model(_rknn.Runtime(double.path), model_def.to_bytes())
+    after = double.counts()
+    assert (after["contexts"], after["blobs"], after["violations"]) == (before["contexts"], before["blobs"],
+                                                                        before["violations"])
+
+
+def test_custom_string_query_failure_is_not_fatal(double: rd.Double, model_def: rd.DoubleModel) -> None:
+    double.fail("rknn_query:custom_string")
+    m = _rknn.Model(_rknn.Runtime(double.path), model_def.to_bytes())
+    assert m.custom_string == ""
+    m.close()
+
+
+@pytest.mark.parametrize(
+    ("function", "nth", "message"),
+    [("rknn_create_mem", 4, r"rknn_create_mem\(768 bytes\) failed for input 'images' on context 1"),
+     ("rknn_set_io_mem", 3, r"rknn_set_io_mem for output 'heatmap' on context 0 failed: RKNN_ERR_FAIL"),
+     ("rknn_dup_context", 2, r"rknn_dup_context for context 2 failed: RKNN_ERR_FAIL"),
+     ("rknn_set_core_mask", 2, r"rknn_set_core_mask\(0x2\) for context 1 failed: RKNN_ERR_FAIL")],
+)
+def test_prepare_failure_releases_what_it_created(double: rd.Double, model_def: rd.DoubleModel, function: str,
+                                                  nth: int, message: str) -> None:
+    before = double.counts()
+    m = _rknn.Model(_rknn.Runtime(double.path), model_def.to_bytes())
+    double.fail(function, nth)
+    with pytest.raises(_rknn.RknnError, match=message):
+        m.prepare(3, [1, 2, 4], [rd.FLOAT32], [rd.NCHW], [rd.FLOAT32, rd.FLOAT32])
+    during = double.counts()
+    assert (during["contexts"], during["mems"]) == (before["contexts"] + 1, before["mems"])
+    with pytest.raises(_rknn.RknnError, match="RKB_ERR_STATE"):
+        m.acquire()
+    m.close()
+    after = double.counts()
+    assert (after["contexts"], after["mems"], after["blobs"], after["violations"]) == (
+        before["contexts"], before["mems"], before["blobs"], before["violations"])
+
+
+def test_run_failure_is_reported_and_the_context_stays_usable(double: rd.Double,
+                                                              model_def: rd.DoubleModel) -> None:
+    m = open_model(Path(double.path), model_def)
+    slot = m.acquire()
+    double.fail("rknn_run", 1, -2)
+    image = np.ones((1, 3, 8, 8), dtype=np.float32)
+    with pytest.raises(_rknn.RknnError, match=r"rknn_run on context 0 failed: RKNN_ERR_TIMEOUT \(-2\)") as info:
+        write_and_run(m, slot, image)
+    assert info.value.code == -2
+    np.testing.assert_allclose(write_and_run(m, slot, image)[0],
+                               model_def.expected([rd.nchw_to_nhwc(image)])[0], rtol=1e-5, atol=1e-5)
+    m.release(slot)
+    m.close()
+
+
+def test_bad_calls_raise_instead_of_crashing(double: rd.Double, model_def: rd.DoubleModel) -> None:
+    m = open_model(Path(double.path), model_def)
+    with pytest.raises(_rknn.RknnError, match="already prepared"):
+        m.prepare(1, [0], [rd.FLOAT32], [rd.NCHW], [rd.FLOAT32, rd.FLOAT32])
+    with pytest.raises(_rknn.RknnError, match="one core mask per context"):
+        _rknn.Model(_rknn.Runtime(double.path), model_def.to_bytes()).prepare(2, [0], [0], [0], [0, 0])
+    with pytest.raises(_rknn.RknnError, match="no such runtime buffer"):
+        m.input_buffer(0, 5)
+    slot = m.acquire()
+    with pytest.raises(_rknn.RknnError, match="exactly its element count"):
+        m.output_into(slot, 0, np.empty(3, dtype=np.float32))
+    with pytest.raises(_rknn.RknnError, match="cannot present"):
+        m.set_input_format(slot, 0, rd.UNDEFINED)
+    m.release(slot)
+    m.close()
+    with pytest.raises(_rknn.RknnError, match="RKB_ERR_CLOSED"):
+        m.acquire()
+    with pytest.raises(_rknn.RknnError, match="no such runtime buffer"):
+        m.input_buffer(0, 0)
+    m.close()
+    with pytest.raises(_rknn.RknnError, match="not open"):
+        _rknn.Model.__new__(_rknn.Model).acquire()
+
+
+def test_close_waits_for_a_leased_context(double: rd.Double, model_def: rd.DoubleModel) -> None:
+    m = open_model(Path(double.path), model_def, contexts=2)
+    slot = m.acquire()
+    closed = threading.Event()
+
+    def close() -> None:
+        m.close()
+        closed.set()
+
+    closer = threading.Thread(target=close)
+    closer.start()
+    time.sleep(0.05)
+    assert not closed.is_set()
+    write_and_run(m, slot, np.zeros((1, 3, 8, 8), dtype=np.float32))  # still usable while leased
+    m.release(slot)
+    closer.join(timeout=5)
+    assert closed.is_set()
+    assert double.counts()["violations"] == 0
