@@ -4,6 +4,7 @@
 find_package(Threads REQUIRED)
 add_library(immich_rknn_bridge STATIC
   ${CMAKE_CURRENT_SOURCE_DIR}/csrc/rknn/rknn_bridge.cpp
+  ${CMAKE_CURRENT_SOURCE_DIR}/csrc/rknn/rknn_lease.cpp
   ${CMAKE_CURRENT_SOURCE_DIR}/csrc/rknn/rknn_runtime.cpp)
 target_include_directories(immich_rknn_bridge PUBLIC ${CMAKE_CURRENT_SOURCE_DIR}/csrc)
 target_compile_options(immich_rknn_bridge PRIVATE -O2 -Wall -Wextra)

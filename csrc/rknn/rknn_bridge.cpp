@@ -1,10 +1,8 @@
 // One RKNN model with a pool of contexts that share its weights (see rknn_bridge.h).
 #include "rknn_bridge.h"
 
-#include <condition_variable>
 #include <cstdio>
 #include <cstring>
-#include <mutex>
 #include <new>
 #include <string>
 #include <vector>
@@ -18,81 +16,10 @@ namespace {
 constexpr uint32_t kMaxTensors = 1024;
 constexpr uint32_t kMaxContexts = 64;
 
-struct Binding {
-    rknn_tensor_mem* mem = nullptr;
-    rknn_tensor_attr attr{};  // what was passed to rknn_set_io_mem for this memory
-};
-
-struct Slot {
-    rknn_context ctx = 0;
-    bool owns_ctx = false;  // false for slot 0, whose context is the model's own
-    std::vector<Binding> inputs;
-    std::vector<Binding> outputs;
-};
-
-}  // namespace
-
-struct rkb_model {
-    rkb_runtime* rt = nullptr;
-    rknn_context ctx0 = 0;
-    bool has_ctx0 = false;
-    std::vector<rknn_tensor_attr> in_attrs;
-    std::vector<rknn_tensor_attr> out_attrs;
-    std::string custom_string;
-    std::string api_version;
-    std::string driver_version;
-
-    std::vector<Slot> slots;
-    bool prepared = false;
-
-    std::mutex mu;
-    std::condition_variable cv;
-    std::vector<uint32_t> free_slots;
-    std::vector<bool> leased;
-    uint32_t n_leased = 0;
-    uint32_t n_waiting = 0;  // threads inside rkb_model_acquire
-    bool closing = false;
-};
-
-namespace {
-
 bool is_layout(int32_t fmt) { return fmt == RKNN_TENSOR_NCHW || fmt == RKNN_TENSOR_NHWC; }
 
-// Describe the caller's dense buffer for input `compiled` in element type `type` and layout `fmt`.
-// pass_through = 0 asks the runtime to convert from this description to the NPU's native form.
-int input_attr(const rknn_tensor_attr& compiled, int32_t type, int32_t fmt, rknn_tensor_attr* out, char* err,
-               size_t err_len) {
-    const uint32_t elem = rkb::element_size(type);
-    if (elem == 0) {
-        return rkb::fail(err, err_len, RKB_ERR_ARGUMENT, "input '%s': element type %d is not supported",
-                         compiled.name, type);
-    }
-    rknn_tensor_attr attr = compiled;
-    if (fmt != compiled.fmt) {
-        if (compiled.n_dims != 4 || !is_layout(fmt) || !is_layout(compiled.fmt)) {
-            return rkb::fail(err, err_len, RKB_ERR_ARGUMENT,
-                             "input '%s': cannot present a %u-d tensor of layout %d as layout %d", compiled.name,
-                             compiled.n_dims, static_cast<int>(compiled.fmt), fmt);
-        }
-        const uint32_t* d = compiled.dims;
-        const bool to_nchw = fmt == RKNN_TENSOR_NCHW;  // compiled is NHWC then, and the reverse
-        const uint32_t permuted[4] = {d[0], to_nchw ? d[3] : d[2], to_nchw ? d[1] : d[3], to_nchw ? d[2] : d[1]};
-        std::memcpy(attr.dims, permuted, sizeof permuted);
-    }
-    attr.fmt = static_cast<rknn_tensor_format>(fmt);
-    attr.type = static_cast<rknn_tensor_type>(type);
-    attr.qnt_type = RKNN_TENSOR_QNT_NONE;
-    attr.pass_through = 0;
-    attr.size = compiled.n_elems * elem;
-    attr.size_with_stride = attr.size;
-    attr.w_stride = 0;
-    attr.h_stride = 0;
-    *out = attr;
-    return RKB_OK;
-}
-
 // Create memory of attr.size bytes on `ctx` and bind it with rknn_set_io_mem.
-int bind_memory(const rkb_runtime* rt, rknn_context ctx, uint32_t slot, const char* role, Binding* b, char* err,
+int bind_memory(const rkb_runtime* rt, rknn_context ctx, uint32_t slot, const char* role, rkb::Binding* b, char* err,
                 size_t err_len) {
     b->mem = rt->create_mem(ctx, b->attr.size);
     if (b->mem == nullptr || b->mem->virt_addr == nullptr || b->mem->size < b->attr.size) {
@@ -117,12 +44,12 @@ int bind_memory(const rkb_runtime* rt, rknn_context ctx, uint32_t slot, const ch
 // weights of the first context, so nothing is destroyed before what depends on it.
 void teardown_slots(rkb_model* m) {
     const rkb_runtime* rt = m->rt;
-    for (Slot& s : m->slots) {
-        for (Binding& b : s.inputs) {
+    for (rkb::Slot& s : m->slots) {
+        for (rkb::Binding& b : s.inputs) {
             if (b.mem != nullptr) rt->destroy_mem(s.ctx, b.mem);
             b.mem = nullptr;
         }
-        for (Binding& b : s.outputs) {
+        for (rkb::Binding& b : s.outputs) {
             if (b.mem != nullptr) rt->destroy_mem(s.ctx, b.mem);
             b.mem = nullptr;
         }
@@ -133,16 +60,8 @@ void teardown_slots(rkb_model* m) {
     m->slots.clear();
 }
 
-// Release everything the runtime holds for this model; the struct itself stays valid.
-void release_runtime_objects(rkb_model* m) {
-    teardown_slots(m);
-    if (m->has_ctx0) m->rt->destroy(m->ctx0);
-    m->has_ctx0 = false;
-    m->prepared = false;
-}
-
 void destroy_model(rkb_model* m) {
-    release_runtime_objects(m);
+    rkb::release_runtime_objects(m);
     delete m;
 }
 
@@ -165,9 +84,51 @@ int query_attrs(rkb_model* m, rknn_query_cmd cmd, uint32_t n, std::vector<rknn_t
     return RKB_OK;
 }
 
-bool valid_slot(const rkb_model* m, uint32_t slot) { return m != nullptr && m->prepared && slot < m->slots.size(); }
 
 }  // namespace
+
+namespace rkb {
+
+// pass_through = 0 asks the runtime to convert from this description to the NPU's native form.
+int input_attr(const rknn_tensor_attr& compiled, int32_t type, int32_t fmt, rknn_tensor_attr* out, char* err,
+               size_t err_len) noexcept {
+    const uint32_t elem = element_size(type);
+    if (elem == 0) {
+        return fail(err, err_len, RKB_ERR_ARGUMENT, "input '%s': element type %d is not supported",
+                         compiled.name, type);
+    }
+    rknn_tensor_attr attr = compiled;
+    if (fmt != compiled.fmt) {
+        if (compiled.n_dims != 4 || !is_layout(fmt) || !is_layout(compiled.fmt)) {
+            return fail(err, err_len, RKB_ERR_ARGUMENT,
+                             "input '%s': cannot present a %u-d tensor of layout %d as layout %d", compiled.name,
+                             compiled.n_dims, static_cast<int>(compiled.fmt), fmt);
+        }
+        const uint32_t* d = compiled.dims;
+        const bool to_nchw = fmt == RKNN_TENSOR_NCHW;  // compiled is NHWC then, and the reverse
+        const uint32_t permuted[4] = {d[0], to_nchw ? d[3] : d[2], to_nchw ? d[1] : d[3], to_nchw ? d[2] : d[1]};
+        std::memcpy(attr.dims, permuted, sizeof permuted);
+    }
+    attr.fmt = static_cast<rknn_tensor_format>(fmt);
+    attr.type = static_cast<rknn_tensor_type>(type);
+    attr.qnt_type = RKNN_TENSOR_QNT_NONE;
+    attr.pass_through = 0;
+    attr.size = compiled.n_elems * elem;
+    attr.size_with_stride = attr.size;
+    attr.w_stride = 0;
+    attr.h_stride = 0;
+    *out = attr;
+    return RKB_OK;
+}
+
+void release_runtime_objects(rkb_model* m) noexcept {
+    teardown_slots(m);
+    if (m->has_ctx0) m->rt->destroy(m->ctx0);
+    m->has_ctx0 = false;
+    m->prepared = false;
+}
+
+}  // namespace rkb
 
 extern "C" {
 
@@ -300,11 +261,11 @@ int rkb_model_prepare(rkb_model* m, uint32_t n_contexts, const uint32_t* core_ma
             }
         }
         for (uint32_t i = 0; i < n_contexts && rc == RKB_OK; ++i) {
-            Slot& s = m->slots[i];
+            rkb::Slot& s = m->slots[i];
             s.inputs.resize(m->in_attrs.size());
             s.outputs.resize(m->out_attrs.size());
             for (uint32_t j = 0; j < s.inputs.size() && rc == RKB_OK; ++j) {
-                rc = input_attr(m->in_attrs[j], input_types[j], input_fmts[j], &s.inputs[j].attr, err, err_len);
+                rc = rkb::input_attr(m->in_attrs[j], input_types[j], input_fmts[j], &s.inputs[j].attr, err, err_len);
                 if (rc == RKB_OK) rc = bind_memory(rt, s.ctx, i, "input", &s.inputs[j], err, err_len);
             }
             for (uint32_t j = 0; j < s.outputs.size() && rc == RKB_OK; ++j) {
@@ -338,122 +299,6 @@ uint32_t rkb_model_n_contexts(const rkb_model* m) noexcept { return static_cast<
 
 uint64_t rkb_model_context_handle(const rkb_model* m, uint32_t slot) noexcept {
     return slot < m->slots.size() ? static_cast<uint64_t>(m->slots[slot].ctx) : 0;
-}
-
-int rkb_model_acquire(rkb_model* m, uint32_t* slot) noexcept {
-    if (m == nullptr || slot == nullptr) return RKB_ERR_ARGUMENT;
-    try {
-        std::unique_lock<std::mutex> lock(m->mu);
-        if (m->closing) return RKB_ERR_CLOSED;
-        if (!m->prepared) return RKB_ERR_STATE;
-        ++m->n_waiting;
-        m->cv.wait(lock, [m] { return m->closing || !m->free_slots.empty(); });
-        --m->n_waiting;
-        if (m->closing) {
-            m->cv.notify_all();  // close() may be waiting for the last waiter to leave
-            return RKB_ERR_CLOSED;
-        }
-        *slot = m->free_slots.back();
-        m->free_slots.pop_back();
-        m->leased[*slot] = true;
-        ++m->n_leased;
-    } catch (...) {
-        return RKB_ERR_STATE;
-    }
-    return RKB_OK;
-}
-
-void rkb_model_release(rkb_model* m, uint32_t slot) noexcept {
-    if (m == nullptr) return;
-    try {
-        std::lock_guard<std::mutex> lock(m->mu);
-        if (slot >= m->leased.size() || !m->leased[slot]) return;
-        m->leased[slot] = false;
-        m->free_slots.push_back(slot);
-        --m->n_leased;
-    } catch (...) {
-        return;
-    }
-    // Wakes both a waiting acquirer and a close() waiting for the last lease.
-    m->cv.notify_all();
-}
-
-void* rkb_input_data(rkb_model* m, uint32_t slot, uint32_t i, uint32_t* size) noexcept {
-    if (!valid_slot(m, slot) || i >= m->in_attrs.size()) return nullptr;
-    const Binding& b = m->slots[slot].inputs[i];
-    if (size != nullptr) *size = b.attr.size;
-    return b.mem->virt_addr;
-}
-
-int rkb_input_set_format(rkb_model* m, uint32_t slot, uint32_t i, int32_t fmt, char* err, size_t err_len) noexcept {
-    if (!valid_slot(m, slot) || i >= m->in_attrs.size()) {
-        return rkb::fail(err, err_len, RKB_ERR_ARGUMENT, "no input %u on context %u", i, slot);
-    }
-    Slot& s = m->slots[slot];
-    Binding& b = s.inputs[i];
-    if (b.attr.fmt == fmt) return RKB_OK;
-    rknn_tensor_attr attr{};
-    int rc = input_attr(m->in_attrs[i], b.attr.type, fmt, &attr, err, err_len);
-    if (rc != RKB_OK) return rc;
-    rc = m->rt->set_io_mem(s.ctx, b.mem, &attr);
-    if (rc != RKNN_SUCC) return rkb::fail_rknn(err, err_len, rc, "rknn_set_io_mem (input layout change)");
-    b.attr = attr;
-    return RKB_OK;
-}
-
-int rkb_run(rkb_model* m, uint32_t slot, char* err, size_t err_len) noexcept {
-    if (!valid_slot(m, slot)) return rkb::fail(err, err_len, RKB_ERR_STATE, "no prepared context %u", slot);
-    const int rc = m->rt->run(m->slots[slot].ctx, nullptr);
-    if (rc != RKNN_SUCC) {
-        char what[48];
-        std::snprintf(what, sizeof what, "rknn_run on context %u", slot);
-        return rkb::fail_rknn(err, err_len, rc, what);
-    }
-    return RKB_OK;
-}
-
-const void* rkb_output_data(const rkb_model* m, uint32_t slot, uint32_t i, uint32_t* size) noexcept {
-    if (!valid_slot(m, slot) || i >= m->out_attrs.size()) return nullptr;
-    const Binding& b = m->slots[slot].outputs[i];
-    if (size != nullptr) *size = b.attr.size;
-    return b.mem->virt_addr;
-}
-
-int32_t rkb_output_type(const rkb_model* m, uint32_t i) noexcept {
-    if (m == nullptr || !m->prepared || i >= m->out_attrs.size()) return -1;
-    return m->slots[0].outputs[i].attr.type;
-}
-
-int rkb_output_to_float(const rkb_model* m, uint32_t slot, uint32_t i, float* dst, size_t n) noexcept {
-    if (!valid_slot(m, slot) || i >= m->out_attrs.size() || dst == nullptr) return RKB_ERR_ARGUMENT;
-    const Binding& b = m->slots[slot].outputs[i];
-    if (n != b.attr.n_elems) return RKB_ERR_ARGUMENT;
-    if (b.attr.type == RKNN_TENSOR_FLOAT16) {
-        rkb_half_to_float(static_cast<const uint16_t*>(b.mem->virt_addr), dst, n);
-    } else {
-        std::memcpy(dst, b.mem->virt_addr, n * sizeof(float));
-    }
-    return RKB_OK;
-}
-
-void rkb_model_close(rkb_model* m) noexcept {
-    if (m == nullptr) return;
-    try {
-        std::unique_lock<std::mutex> lock(m->mu);
-        if (m->closing) return;
-        m->closing = true;
-        m->cv.notify_all();
-        m->cv.wait(lock, [m] { return m->n_leased == 0 && m->n_waiting == 0; });
-    } catch (...) {
-        // A mutex that cannot be locked leaves nothing safe to wait on; release anyway.
-    }
-    release_runtime_objects(m);
-}
-
-void rkb_model_free(rkb_model* m) noexcept {
-    if (m == nullptr) return;
-    rkb_model_close(m);
-    delete m;
 }
 
 }  // extern "C"

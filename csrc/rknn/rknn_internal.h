@@ -2,8 +2,11 @@
 #ifndef IMMICH_RKNN_INTERNAL_H
 #define IMMICH_RKNN_INTERNAL_H
 
+#include <condition_variable>
 #include <cstdarg>
+#include <mutex>
 #include <string>
+#include <vector>
 
 #include "rknn_bridge.h"
 
@@ -26,6 +29,45 @@ struct rkb_runtime {
 
 namespace rkb {
 
+struct Binding {
+    rknn_tensor_mem* mem = nullptr;
+    rknn_tensor_attr attr{};  // what was passed to rknn_set_io_mem for this memory
+};
+
+struct Slot {
+    rknn_context ctx = 0;
+    bool owns_ctx = false;  // false for slot 0, whose context is the model's own
+    std::vector<Binding> inputs;
+    std::vector<Binding> outputs;
+};
+
+}  // namespace rkb
+
+struct rkb_model {
+    rkb_runtime* rt = nullptr;
+    rknn_context ctx0 = 0;
+    bool has_ctx0 = false;
+    std::vector<rknn_tensor_attr> in_attrs;
+    std::vector<rknn_tensor_attr> out_attrs;
+    std::string custom_string;
+    std::string api_version;
+    std::string driver_version;
+
+    std::vector<rkb::Slot> slots;
+    bool prepared = false;
+
+    // The lease pool: free slots, who holds what, and how many threads are waiting.
+    std::mutex mu;
+    std::condition_variable cv;
+    std::vector<uint32_t> free_slots;
+    std::vector<bool> leased;
+    uint32_t n_leased = 0;
+    uint32_t n_waiting = 0;  // threads inside rkb_model_acquire
+    bool closing = false;
+};
+
+namespace rkb {
+
 /* Format a message into err (always NUL-terminated when err_len > 0) and return `code`. */
 int fail(char* err, size_t err_len, int code, const char* fmt, ...) noexcept
     __attribute__((format(printf, 4, 5)));
@@ -35,6 +77,13 @@ int fail_rknn(char* err, size_t err_len, int code, const char* what) noexcept;
 
 /* Bytes per element of an RKNN element type; 0 for types the bridge cannot lay out (INT4). */
 uint32_t element_size(int32_t type) noexcept;
+
+/* Describe the caller's dense buffer for input `compiled` in element type `type` and layout `fmt`. */
+int input_attr(const rknn_tensor_attr& compiled, int32_t type, int32_t fmt, rknn_tensor_attr* out, char* err,
+               size_t err_len) noexcept;
+
+/* Destroy every context and memory of the model; the struct (and its lease pool) stays valid. */
+void release_runtime_objects(rkb_model* m) noexcept;
 
 }  // namespace rkb
 

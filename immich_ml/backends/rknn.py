@@ -14,12 +14,10 @@ without one raises :class:`~immich_ml.errors.ArtifactMissing` and the registry l
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +33,15 @@ from immich_ml.backends.base import (
     Target,
     TensorSpec,
 )
+from immich_ml.backends.rknn_io import (
+    FLOAT16,
+    FLOAT32,
+    QNT_NONE,
+    SlotBuffers,
+    custom_dims,
+    plan_input,
+    static_shape,
+)
 from immich_ml.config import Settings
 from immich_ml.errors import ArtifactMissing, BackendError, BackendUnavailable, ModelLoadError
 
@@ -47,27 +54,6 @@ DEFAULT_LIBRARY = "librknnrt.so"
 NPU_CORES = {"rk3576": 2, "rk3588": 3}
 # RK3566 and RK3568 share one NPU design (RK356X): a model compiled for either runs on both.
 _MODEL_SOCS = {"rk3566": ("rk3566", "rk3568"), "rk3568": ("rk3568", "rk3566")}
-
-# RKNN codes (csrc/rknn/rknn_abi.h).
-FLOAT32, FLOAT16, INT8, UINT8, INT16, UINT16, INT32, UINT32, INT64, BOOL = range(10)
-NCHW, NHWC = 0, 1
-_QNT_NONE = 0
-_FEED_DTYPE = {
-    # Float models take float32 from the preprocessing kernels; the runtime converts to fp16, and
-    # quantizes for int8 models, as part of rknn_run.
-    FLOAT32: "float32",
-    FLOAT16: "float32",
-    INT8: "float32",
-    UINT8: "uint8",
-    INT16: "int16",
-    UINT16: "uint16",
-    INT32: "int32",
-    UINT32: "uint32",
-    INT64: "int64",
-    BOOL: "bool",
-}
-_RKNN_TYPE = {"float32": FLOAT32, "uint8": UINT8, "int16": INT16, "uint16": UINT16, "int32": INT32,
-              "uint32": UINT32, "int64": INT64, "bool": BOOL}
 
 _runtimes: dict[str, _rknn.Runtime] = {}
 _runtimes_lock = threading.Lock()
@@ -142,107 +128,6 @@ def core_masks(soc: str, threads: int) -> list[int]:
     return [1 << (i % cores) for i in range(threads)]
 
 
-@dataclass(frozen=True)
-class _Input:
-    """One graph input: what the model layer sees (``spec``) and how the NPU binary was compiled."""
-
-    index: int
-    spec: TensorSpec
-    rknn_type: int
-    compiled_fmt: int
-    dims: tuple[int, ...]  # as the runtime reports them, in compiled_fmt
-    nchw: tuple[int, ...] | None  # the same tensor as (N, C, H, W) for 4-D image inputs
-
-    def layout(self, shape: tuple[int, ...]) -> int:
-        """The layout a caller buffer of ``shape`` has; raises BackendError when it fits neither."""
-        if self.nchw is None:
-            if shape != self.dims:
-                raise BackendError(f"RKNN input '{self.spec.name}' takes shape {self.dims}, not {shape}")
-            return self.compiled_fmt
-        n, c, h, w = self.nchw
-        if shape == (n, c, h, w):
-            return NCHW
-        if shape == (n, h, w, c):
-            return NHWC
-        if len(shape) == 4 and c not in (shape[1], shape[3]):
-            raise BackendError(f"RKNN binary takes {c} channels for input '{self.spec.name}', got shape {shape}")
-        raise BackendError(
-            f"RKNN input '{self.spec.name}' was compiled for {(n, c, h, w)} (NCHW) or {(n, h, w, c)} (NHWC), "
-            f"not {shape}"
-        )
-
-
-def _custom_dims(text: str, n_inputs: int) -> list[tuple[int, ...] | None]:
-    """Input shapes from the model's custom string (JSON ``{"dims": [...]}``, one list or one per input)."""
-    if not text:
-        return [None] * n_inputs
-    try:
-        dims = json.loads(text)["dims"]
-        per_input = dims if dims and isinstance(dims[0], list) else [dims]
-        parsed = [tuple(int(d) for d in shape) for shape in per_input]
-    except (ValueError, KeyError, TypeError, IndexError):
-        log.warning("Ignoring unreadable RKNN custom string %r", text[:200])
-        return [None] * n_inputs
-    return [parsed[i] if i < len(parsed) else None for i in range(n_inputs)]
-
-
-def _plan_input(attr: _rknn.TensorAttr, custom: tuple[int, ...] | None, normalizes: bool) -> _Input:
-    dims = tuple(attr.dims)
-    image = len(dims) == 4 and attr.fmt in (NCHW, NHWC)
-    if image and normalizes:
-        dtype = "uint8"  # the graph normalizes on the NPU: it takes raw pixels
-    elif attr.type in _FEED_DTYPE:
-        dtype = _FEED_DTYPE[attr.type]
-    else:
-        raise ModelLoadError(f"RKNN input '{attr.name}' has element type {attr.type}, which is not supported")
-    nchw = None
-    if image:
-        nchw = dims if attr.fmt == NCHW else (dims[0], dims[3], dims[1], dims[2])
-    if nchw is not None:
-        n, c, h, w = nchw
-        shape: tuple[int, ...] = (n, h, w, c) if dtype == "uint8" else nchw
-    else:
-        shape = dims
-    planned = _Input(attr.index, TensorSpec(attr.name, shape, dtype), _RKNN_TYPE[dtype], attr.fmt, dims, nchw)
-    if custom is None or custom == shape:
-        return planned
-    try:
-        planned.layout(custom)
-    except BackendError:
-        log.warning("RKNN custom string gives input '%s' shape %s, which the binary %s cannot take; using %s",
-                    attr.name, custom, dims, shape)
-        return planned
-    return _Input(attr.index, TensorSpec(attr.name, custom, dtype), planned.rknn_type, attr.fmt, dims, nchw)
-
-
-def _static(spec: TensorSpec) -> tuple[int, ...]:
-    return tuple(d for d in spec.shape if isinstance(d, int))
-
-
-class _SlotBuffers:
-    """Numpy views of one context's memory: flat inputs, and outputs in their graph shapes."""
-
-    def __init__(self, model: _rknn.Model, slot: int, inputs: Sequence[_Input], outputs: Sequence[TensorSpec]):
-        self.inputs = [
-            np.frombuffer(model.input_buffer(slot, i.index), dtype=i.spec.dtype, count=int(np.prod(i.dims)))
-            for i in inputs
-        ]
-        self.formats = [i.layout(_static(i.spec)) for i in inputs]
-        self.widened: list[npt.NDArray[np.float32] | None] = []
-        self.outputs: list[npt.NDArray[np.generic]] = []
-        for index, spec in enumerate(outputs):
-            shape = _static(spec)
-            if model.output_type(index) == FLOAT16:
-                # fp16 memory is widened by the bridge into this buffer after every run.
-                out = np.empty(shape, dtype=np.float32)
-                self.widened.append(out)
-                self.outputs.append(out)
-            else:
-                self.widened.append(None)
-                view = np.frombuffer(model.output_buffer(slot, index), dtype=np.float32)
-                self.outputs.append(view.reshape(shape))
-
-
 class _RknnCall:
     def __init__(self, session: RknnSession, slot: int, buffers: dict[str, npt.NDArray[np.generic]]):
         self._session = session
@@ -302,9 +187,9 @@ class RknnSession:
     def _setup(self, settings: Settings, soc: str, path: Path, target: Target) -> None:
         model = self._model
         attrs = model.inputs
-        custom = _custom_dims(model.custom_string, len(attrs))
+        custom = custom_dims(model.custom_string, len(attrs))
         normalizes = bool(model.custom_string) and any(c is not None for c in custom)
-        self._plan = [_plan_input(a, c, normalizes) for a, c in zip(attrs, custom)]
+        self._plan = [plan_input(a, c, normalizes) for a, c in zip(attrs, custom)]
         self._inputs = tuple(p.spec for p in self._plan)
         self._outputs = tuple(TensorSpec(a.name, tuple(a.dims), "float32") for a in model.outputs)
         # fp16 outputs stay fp16 in NPU memory and are widened by the bridge; anything else
@@ -317,16 +202,16 @@ class RknnSession:
                 threads,
                 masks,
                 [p.rknn_type for p in self._plan],
-                [p.layout(_static(p.spec)) for p in self._plan],
+                [p.layout(static_shape(p.spec)) for p in self._plan],
                 out_types,
             )
         except _rknn.RknnError as exc:
             raise ModelLoadError(f"RKNN could not prepare {threads} context(s) for {path}: {exc}") from exc
-        self._slots = [_SlotBuffers(model, slot, self._plan, self._outputs) for slot in range(threads)]
+        self._slots = [SlotBuffers(model, slot, self._plan, self._outputs) for slot in range(threads)]
         self._closed = False
         self._close_lock = threading.Lock()
         api, driver = model.sdk_version
-        quantized = any(a.qnt_type != _QNT_NONE for a in model.inputs + model.outputs)
+        quantized = any(a.qnt_type != QNT_NONE for a in model.inputs + model.outputs)
         self._placement = Placement(
             backend="rknn",
             provider=f"rknn:{soc}",
