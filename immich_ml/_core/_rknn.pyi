@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
-from typing_extensions import disjoint_base
+from typing_extensions import Buffer, disjoint_base
 
 class RknnError(RuntimeError):
     """A failure from the bridge or librknnrt; ``code`` is the negative return code."""
@@ -64,10 +64,12 @@ class TensorAttr:
 
 @disjoint_base
 class Model:
-    """One .rknn model: ``rknn_init`` from ``data`` (the file's bytes) plus attribute queries."""
+    """One .rknn model: ``rknn_init`` from ``data`` (the file's bytes, any buffer) plus attribute queries.
+
+    ``data`` is only read during the call: the runtime keeps its own copy."""
 
     runtime: Runtime
-    def __init__(self, runtime: Runtime, data: bytes) -> None: ...
+    def __init__(self, runtime: Runtime, data: Buffer) -> None: ...
     @property
     def inputs(self) -> list[TensorAttr]: ...
     @property

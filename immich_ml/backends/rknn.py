@@ -15,6 +15,7 @@ without one raises :class:`~immich_ml.errors.ArtifactMissing` and the registry l
 from __future__ import annotations
 
 import logging
+import mmap
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -174,9 +175,11 @@ class RknnSession:
         except _rknn.RknnError as exc:
             raise BackendUnavailable(f"RKNN runtime unavailable: {exc}") from exc
         try:
-            # The bytes are only needed until rknn_init returns: the runtime keeps its own copy.
-            self._model = _rknn.Model(runtime, path.read_bytes())
-        except (OSError, _rknn.RknnError) as exc:
+            # Mapped, not read: rknn_init copies the model into NPU memory, and a mapped file costs
+            # reclaimable page cache instead of a second anonymous copy of a model that can be ~1 GB.
+            with path.open("rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
+                self._model = _rknn.Model(runtime, data)
+        except (OSError, ValueError, _rknn.RknnError) as exc:
             raise ModelLoadError(f"RKNN could not load {path}: {exc}") from exc
         try:
             self._setup(settings, soc, path, target)
@@ -304,5 +307,5 @@ class RknnSession:
             if self._closed:
                 return
             self._closed = True
+        self._model.close()  # waits for every leased context, so no bind() still uses the views
         self._slots = []
-        self._model.close()

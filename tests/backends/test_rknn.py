@@ -238,11 +238,16 @@ def test_threads_need_rknn_dup_context(tmp_path: Path, libs: dict[str, Path], do
     session(artifacts, double, threads=1, library=no_dup.path).close()
 
 
-def test_corrupt_model_file_is_a_load_error(tmp_path: Path, double: rd.Double) -> None:
+@pytest.mark.parametrize(("content", "message"), [(b"RKNNDBL1 broken", "RKNN_ERR_MODEL_INVALID"),
+                                                  (b"", "could not load")])
+def test_corrupt_model_file_is_a_load_error(tmp_path: Path, double: rd.Double, content: bytes,
+                                            message: str) -> None:
     artifacts = install(tmp_path, SCRFD_LIKE, "rk3588")
-    rknn.model_path(artifacts.directory, "rk3588").write_bytes(b"RKNNDBL1 broken")
-    with pytest.raises(ModelLoadError, match="RKNN_ERR_MODEL_INVALID"):
+    rknn.model_path(artifacts.directory, "rk3588").write_bytes(content)
+    before = double.counts()
+    with pytest.raises(ModelLoadError, match=message):
         session(artifacts, double)
+    assert double.counts() == before
 
 
 def test_run_failure_is_a_backend_error(tmp_path: Path, double: rd.Double) -> None:
