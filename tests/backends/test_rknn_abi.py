@@ -3,15 +3,20 @@
 The bridge and the test double share that header, so a wrong field there would go unnoticed by the
 double. Here the header's layout, compiled by the C compiler, is compared with the layout ctypes
 derives from the documented field lists (order and C types), with the documented sizes on 64-bit
-Linux, and the header's constants with the documented values.
+Linux, and the header's constants with the documented values. Where an aarch64 cross compiler and
+qemu-user are installed, the bridge and the double are also built for aarch64 (the boards'
+architecture) and run end to end there.
 """
 
 from __future__ import annotations
 
 import ctypes
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
 import rknn_double as rd
 
@@ -103,3 +108,37 @@ def test_struct_sizes_on_64_bit_linux(header_layout: dict[str, int]) -> None:
 def test_constants_match_documentation(header_layout: dict[str, int]) -> None:
     assert {c: header_layout[c] for c in DOCUMENTED_CONSTANTS} == DOCUMENTED_CONSTANTS
 
+
+
+CROSS_CC, CROSS_CXX, QEMU = (shutil.which(t) for t in ("aarch64-linux-gnu-gcc", "aarch64-linux-gnu-g++", "qemu-aarch64"))
+SYSROOT = Path("/usr/aarch64-linux-gnu")
+
+
+@pytest.mark.skipif(not (CROSS_CC and CROSS_CXX and QEMU and SYSROOT.is_dir()),
+                    reason="needs g++-aarch64-linux-gnu and qemu-user (apt) to build and run for aarch64")
+def test_bridge_on_aarch64(tmp_path: Path) -> None:
+    """RK35xx boards are aarch64: build the bridge and the double for it and run them under qemu."""
+    assert CROSS_CC and CROSS_CXX and QEMU
+    double, driver = tmp_path / "librknnrt.so", tmp_path / "driver"
+    subprocess.run([CROSS_CC, "-std=c11", "-O1", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC",
+                    f"-I{rd.ABI_DIR}", str(rd.SOURCE), "-o", str(double), "-lpthread", "-lm"],
+                   check=True, capture_output=True)
+    sources = [rd.HERE / "cross_driver.cpp", *(rd.ABI_DIR / f for f in ("rknn_bridge.cpp", "rknn_lease.cpp",
+                                                                         "rknn_runtime.cpp"))]
+    subprocess.run([CROSS_CXX, "-std=c++17", "-O2", "-Wall", "-Wextra", "-Werror", f"-I{rd.ABI_DIR}",
+                    *map(str, sources), "-o", str(driver), "-ldl", "-lpthread"], check=True, capture_output=True)
+    model = rd.make_model([rd.Tensor("images", (1, 8, 8, 3), rd.NHWC, rd.FLOAT16)],
+                          [rd.Tensor("embedding", (1, 4)), rd.Tensor("heatmap", (1, 2, 3), rd.UNDEFINED, rd.FLOAT16)])
+    image = np.random.default_rng(5).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    expected = np.concatenate([e.reshape(-1) for e in model.expected([rd.nchw_to_nhwc(image)])]).astype(np.float32)
+    files = {"model": model.to_bytes(), "input": image.tobytes(), "expected": expected.tobytes()}
+    for name, content in files.items():
+        (tmp_path / name).write_bytes(content)
+    result = subprocess.run([QEMU, "-L", str(SYSROOT), str(driver), str(double),
+                             *(str(tmp_path / name) for name in files)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.endswith("OK\n"), result.stdout + result.stderr
+    layout = dict(line.split() for line in result.stdout.splitlines()[:-1])
+    assert {k: int(v) for k, v in layout.items()} == {
+        "rknn_tensor_attr": LP64_SIZES["rknn_tensor_attr"], "rknn_tensor_attr.zp": 352,
+        "rknn_tensor_attr.h_stride": 372, "rknn_tensor_mem": LP64_SIZES["rknn_tensor_mem"],
+        "rknn_output": LP64_SIZES["rknn_output"], "rknn_context": 8}
