@@ -88,13 +88,11 @@ class ModelUnavailable(ModelLoadError):
     kind = "model_unavailable"
 
 
-class ArtifactMissing(ModelUnavailable):
-    """The backend works on this host, but the model has no export for it (no ``.rknn`` for this
-    SoC, no ``.armnn``). The registry loads the ONNX model instead and logs the message at WARNING,
-    in Immich's words: "RKNN is available, but model '<name>' does not support it."
-    """
+class FormatUnavailable(ModelLoadError):
+    """A native backend cannot serve this model (no ``model.armnn``/``model.rknn``, or a file
+    this runtime cannot read); the backend registry loads the ONNX model instead, with a warning."""
 
-    kind = "artifact_missing"
+    kind = "format_unavailable"
 
 
 class BackendError(ImmichMLError):

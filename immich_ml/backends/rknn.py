@@ -9,7 +9,7 @@ count) when there is more than one. Each context has its own input memory from `
 writes straight into what the NPU reads.
 
 Models live at ``<cache>/<task>/<name>/<type>/rknpu/<soc>/model.rknn`` (Immich's layout). A model
-without one raises :class:`~immich_ml.errors.ArtifactMissing` and the registry loads ONNX instead.
+without one raises :class:`~immich_ml.errors.FormatUnavailable`; the registry loads ONNX instead.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from immich_ml.backends.rknn_io import (
     static_shape,
 )
 from immich_ml.config import Settings
-from immich_ml.errors import ArtifactMissing, BackendError, BackendUnavailable, ModelLoadError
+from immich_ml.errors import BackendError, BackendUnavailable, FormatUnavailable, ModelLoadError
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +169,7 @@ class RknnSession:
         path = artifacts.rknn if artifacts.rknn is not None and artifacts.rknn.is_file() else None
         path = path or find_model(artifacts.directory, soc)
         if path is None:
-            raise ArtifactMissing(f"RKNN is available, but model '{name}' does not support it.")
+            raise FormatUnavailable(f"RKNN is available, but model '{name}' does not support it.")
         try:
             runtime = load_runtime(library_path(settings, library))
         except _rknn.RknnError as exc:

@@ -110,7 +110,8 @@ def test_constants_match_documentation(header_layout: dict[str, int]) -> None:
 
 
 
-CROSS_CC, CROSS_CXX, QEMU = (shutil.which(t) for t in ("aarch64-linux-gnu-gcc", "aarch64-linux-gnu-g++", "qemu-aarch64"))
+CROSS_CC, CROSS_CXX, QEMU = (shutil.which(tool) for tool in
+                             ("aarch64-linux-gnu-gcc", "aarch64-linux-gnu-g++", "qemu-aarch64"))
 SYSROOT = Path("/usr/aarch64-linux-gnu")
 
 

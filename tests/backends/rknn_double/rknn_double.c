@@ -207,7 +207,8 @@ static int parse_model(const uint8_t* p, uint32_t size, model_t* m) {
     memcpy(hdr, p + 8, 12);
     m->n_in = hdr[0]; m->n_out = hdr[1];
     const uint32_t custom_len = hdr[2];
-    if (m->n_in == 0 || m->n_out == 0 || m->n_in > MAX_TENSORS || m->n_out > MAX_TENSORS || custom_len >= 1024) return 0;
+    if (m->n_in == 0 || m->n_out == 0 || m->n_in > MAX_TENSORS || m->n_out > MAX_TENSORS) return 0;
+    if (custom_len >= sizeof m->custom) return 0;
     size_t off = 20;
     const size_t rec = NAME_LEN + 4 + 16 + 8;
     if (size < off + rec * (m->n_in + m->n_out) + custom_len) return 0;
@@ -420,7 +421,9 @@ EXPORT int rknn_set_io_mem(rknn_context context, rknn_tensor_mem* mem, rknn_tens
         const int is_in = k < m->n_in;
         const uint32_t index = is_in ? k : k - m->n_in;
         if (attr->index != index || elem_size(attr->type) == 0) return RKNN_ERR_PARAM_INVALID;
-        if (attr->n_elems != t->n_elems || mem->size < t->n_elems * elem_size(attr->type)) return RKNN_ERR_PARAM_INVALID;
+        if (attr->n_elems != t->n_elems || mem->size < t->n_elems * elem_size(attr->type)) {
+            return RKNN_ERR_PARAM_INVALID;
+        }
         if (is_in) {
             const int layout_ok = t->n_dims == 4 ? (attr->fmt == RKNN_TENSOR_NCHW || attr->fmt == RKNN_TENSOR_NHWC)
                                                  : (int32_t)attr->fmt == t->fmt;
@@ -472,7 +475,9 @@ EXPORT int rknn_run(rknn_context context, rknn_run_extend* extend) {
         const tensor_desc* t = &m->tensors[i];
         const void* base = c->in_mem[i]->virt_addr;
         c->last_in_addr[i] = (uint64_t)(uintptr_t)base;
-        for (size_t k = 0; k < t->n_elems; ++k) x[col++] = read_elem(base, source_index(t, c->in_attr[i].fmt, k), c->in_attr[i].type);
+        for (size_t k = 0; k < t->n_elems; ++k) {
+            x[col++] = read_elem(base, source_index(t, c->in_attr[i].fmt, k), c->in_attr[i].type);
+        }
     }
     size_t row = 0;
     const float* w = m->blob;
