@@ -121,8 +121,7 @@ def test_bridge_on_aarch64(tmp_path: Path) -> None:
     """RK35xx boards are aarch64: build the bridge and the double for it and run them under qemu."""
     assert CROSS_CC and CROSS_CXX and QEMU
     double, driver = tmp_path / "librknnrt.so", tmp_path / "driver"
-    subprocess.run([CROSS_CC, "-std=c11", "-O1", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC",
-                    f"-I{rd.ABI_DIR}", str(rd.SOURCE), "-o", str(double), "-lpthread", "-lm"],
+    subprocess.run([CROSS_CC, *rd.DOUBLE_FLAGS, *map(str, rd.SOURCES), "-o", str(double), "-lpthread", "-lm"],
                    check=True, capture_output=True)
     sources = [rd.HERE / "cross_driver.cpp", *(rd.ABI_DIR / f for f in ("rknn_bridge.cpp", "rknn_lease.cpp",
                                                                          "rknn_runtime.cpp"))]

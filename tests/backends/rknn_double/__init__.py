@@ -1,6 +1,6 @@
 """The librknnrt.so test double: build it, write its model files, read what it recorded.
 
-The double (``rknn_double.c``) is compiled by the test session with ``cc -shared -fPIC`` against
+The double (``rknn_double*.c``) is compiled by the test session with ``cc -shared -fPIC`` against
 our own ABI header (``csrc/rknn/rknn_abi.h``), the same one the bridge uses. Its model files carry
 tensor descriptions, an optional custom string and a weight matrix; ``rknn_run`` computes
 ``y = W . x + b`` so every test can compute the expected answer independently with numpy.
@@ -21,13 +21,15 @@ import numpy.typing as npt
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[2]
-SOURCE = HERE / "rknn_double.c"
+SOURCES = [HERE / name for name in ("rknn_double.c", "rknn_double_model.c", "rknn_double_record.c")]
 ABI_DIR = REPO / "csrc" / "rknn"
 
 # Codes from Rockchip's documentation (restated here, independently of rknn_abi.h).
 FLOAT32, FLOAT16, INT8, UINT8 = 0, 1, 2, 3
 NCHW, NHWC, UNDEFINED = 0, 1, 3
 
+DOUBLE_FLAGS = ["-std=c11", "-O1", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC", "-fvisibility=hidden",
+                f"-I{ABI_DIR}"]
 VARIANTS = {
     "full": [],
     "no_dup": ["-DRKNN_DOUBLE_WITHOUT_DUP_CONTEXT"],
@@ -48,8 +50,7 @@ def build(directory: Path, variant: str = "full") -> Path:
     out = directory / variant / "librknnrt.so"
     out.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run(
-        [compiler(), "-std=c11", "-O1", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC",
-         *VARIANTS[variant], f"-I{ABI_DIR}", str(SOURCE), "-o", str(out), "-lpthread", "-lm"],
+        [compiler(), *DOUBLE_FLAGS, *VARIANTS[variant], *map(str, SOURCES), "-o", str(out), "-lpthread", "-lm"],
         check=True,
         capture_output=True,
     )
