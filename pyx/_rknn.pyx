@@ -219,26 +219,57 @@ cdef class Model:
         cdef rkb_model* m = self._get()
         return _text(rkb_model_api_version(m)), _text(rkb_model_driver_version(m))
 
-    def prepare(self, uint32_t n_contexts, core_masks, input_types, input_fmts, output_types):
-        """Create the contexts and bind their memory (see ``rkb_model_prepare``)."""
+    def prepare(self, uint32_t n_contexts, core_masks, input_types, output_types,
+                const unsigned char[::1] data=None):
+        """Create the contexts and bind their memory (see ``rkb_model_prepare``); ``data`` (the model
+        bytes) lets a context the runtime refuses to duplicate be initialised on its own."""
         cdef rkb_model* m = self._get()
         cdef vector[uint32_t] masks = core_masks
         cdef vector[int32_t] in_types = input_types
-        cdef vector[int32_t] in_fmts = input_fmts
         cdef vector[int32_t] out_types = output_types
-        cdef uint32_t n_in = rkb_model_n_inputs(m)
-        cdef uint32_t n_out = rkb_model_n_outputs(m)
-        if masks.size() != n_contexts or in_types.size() != n_in or in_fmts.size() != n_in or out_types.size() != n_out:
-            raise RknnError("prepare: one core mask per context, one type and layout per input, "
-                            "one type per output", -103)
+        if masks.size() != n_contexts or in_types.size() != rkb_model_n_inputs(m) or \
+                out_types.size() != rkb_model_n_outputs(m):
+            raise RknnError("prepare: one core mask per context, one type per input and per output", -103)
+        cdef const void* c_data = NULL
+        cdef uint32_t c_size = 0
+        if data is not None and data.shape[0] > 0:
+            if data.shape[0] > 0xFFFFFFFF:
+                raise RknnError("model data too large for rknn_init", -103)
+            c_data = &data[0]
+            c_size = <uint32_t>data.shape[0]
         cdef char err[ERR_LEN]
         cdef int rc
         err[0] = 0
         with nogil:
-            rc = rkb_model_prepare(m, n_contexts, masks.data(), in_types.data(), in_fmts.data(),
-                                   out_types.data(), err, ERR_LEN)
+            rc = rkb_model_prepare(m, n_contexts, masks.data(), in_types.data(), out_types.data(), c_data, c_size,
+                                   err, ERR_LEN)
         if rc != 0:
             raise RknnError(_text(err), rc)
+
+    @property
+    def shared_contexts(self):
+        """Contexts (the first included) using the first context's weights rather than a copy."""
+        cdef rkb_model* m = self._get()
+        return rkb_model_shared_contexts(m)
+
+    @property
+    def dynamic_shapes(self):
+        """Input shapes a dynamic-shape model accepts (the first is used); 0 for a static model."""
+        cdef rkb_model* m = self._get()
+        return rkb_model_dynamic_shapes(m)
+
+    @property
+    def bound_inputs(self):
+        """How each input's memory is described to the runtime (empty before prepare)."""
+        cdef rkb_model* m = self._get()
+        cdef const rknn_tensor_attr* a
+        bound = []
+        for i in range(rkb_model_n_inputs(m)):
+            a = rkb_model_bound_input_attr(m, i)
+            if a == NULL:
+                return []
+            bound.append(_attr(a))
+        return bound
 
     @property
     def n_contexts(self):
@@ -272,15 +303,17 @@ cdef class Model:
         cdef void* data = rkb_input_data(m, slot, index, &size)
         return _view(self, data, size, True)
 
-    def set_input_format(self, uint32_t slot, uint32_t index, int32_t fmt):
+    def input_write_nchw(self, uint32_t slot, uint32_t index, const unsigned char[::1] src not None):
+        """Fill 4-D input ``index`` of a leased ``slot`` from the bytes of a dense NCHW array of its
+        element type, transposing into the NHWC memory the NPU reads."""
         cdef rkb_model* m = self._get()
-        cdef char err[ERR_LEN]
         cdef int rc
-        err[0] = 0
+        if src.shape[0] == 0:
+            raise RknnError(f"input {index}: empty source", -103)
         with nogil:
-            rc = rkb_input_set_format(m, slot, index, fmt, err, ERR_LEN)
+            rc = rkb_input_write_nchw(m, slot, index, &src[0], <size_t>src.shape[0])
         if rc != 0:
-            raise RknnError(_text(err), rc)
+            raise RknnError(f"input {index}: source must be a dense NCHW tensor of the bound type and size", rc)
 
     def run(self, uint32_t slot):
         cdef rkb_model* m = self._get()

@@ -46,16 +46,18 @@ cdef extern from "rknn/rknn_bridge.h" nogil:
     const char* rkb_model_driver_version(const rkb_model* m) noexcept
 
     int rkb_model_prepare(rkb_model* m, uint32_t n_contexts, const uint32_t* core_masks,
-                          const int32_t* input_types, const int32_t* input_fmts, const int32_t* output_types,
-                          char* err, size_t err_len) noexcept
+                          const int32_t* input_types, const int32_t* output_types, const void* data,
+                          uint32_t size, char* err, size_t err_len) noexcept
+    uint32_t rkb_model_shared_contexts(const rkb_model* m) noexcept
+    uint32_t rkb_model_dynamic_shapes(const rkb_model* m) noexcept
+    const rknn_tensor_attr* rkb_model_bound_input_attr(const rkb_model* m, uint32_t i) noexcept
     uint32_t rkb_model_n_contexts(const rkb_model* m) noexcept
     uint64_t rkb_model_context_handle(const rkb_model* m, uint32_t slot) noexcept
 
     int rkb_model_acquire(rkb_model* m, uint32_t* slot) noexcept
     void rkb_model_release(rkb_model* m, uint32_t slot) noexcept
     void* rkb_input_data(rkb_model* m, uint32_t slot, uint32_t i, uint32_t* size) noexcept
-    int rkb_input_set_format(rkb_model* m, uint32_t slot, uint32_t i, int32_t fmt, char* err,
-                             size_t err_len) noexcept
+    int rkb_input_write_nchw(rkb_model* m, uint32_t slot, uint32_t i, const void* src, size_t bytes) noexcept
     int rkb_run(rkb_model* m, uint32_t slot, char* err, size_t err_len) noexcept
     const void* rkb_output_data(const rkb_model* m, uint32_t slot, uint32_t i, uint32_t* size) noexcept
     int32_t rkb_output_type(const rkb_model* m, uint32_t i) noexcept

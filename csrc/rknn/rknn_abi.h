@@ -46,6 +46,7 @@ typedef uint64_t rknn_context;
 /* Array bounds inside the structs below. */
 #define RKNN_MAX_DIMS 16
 #define RKNN_MAX_NAME_LEN 256
+#define RKNN_MAX_DYNAMIC_SHAPE_NUM 512
 
 /* rknn_query commands (the NATIVE_* queries report the NPU's own layout; the bridge does not use them). */
 typedef enum {
@@ -60,7 +61,11 @@ typedef enum {
     RKNN_QUERY_NATIVE_INPUT_ATTR = 8,
     RKNN_QUERY_NATIVE_OUTPUT_ATTR = 9,
     RKNN_QUERY_NATIVE_NHWC_INPUT_ATTR = 10,
-    RKNN_QUERY_NATIVE_NHWC_OUTPUT_ATTR = 11
+    RKNN_QUERY_NATIVE_NHWC_OUTPUT_ATTR = 11,
+    RKNN_QUERY_DEVICE_MEM_INFO = 12,
+    RKNN_QUERY_INPUT_DYNAMIC_RANGE = 13, /* runtime >= 1.5: the input shapes a dynamic-shape model accepts */
+    RKNN_QUERY_CURRENT_INPUT_ATTR = 14,
+    RKNN_QUERY_CURRENT_OUTPUT_ATTR = 15
 } rknn_query_cmd;
 
 /* Element types. */
@@ -135,6 +140,17 @@ typedef struct {
     uint32_t h_stride;          /* 0 means "equals height" */
 } rknn_tensor_attr;
 
+/* Answer to RKNN_QUERY_INPUT_DYNAMIC_RANGE (set `index` first): shape_number shapes of n_dims each,
+ * in layout `fmt` (the source framework's; NCHW for ONNX image inputs). 33 KiB: allocate it. */
+typedef struct {
+    uint32_t index;
+    uint32_t shape_number;
+    rknn_tensor_format fmt;
+    char name[RKNN_MAX_NAME_LEN];
+    uint32_t dyn_range[RKNN_MAX_DYNAMIC_SHAPE_NUM][RKNN_MAX_DIMS];
+    uint32_t n_dims;
+} rknn_input_range;
+
 /* Answer to RKNN_QUERY_SDK_VERSION. */
 typedef struct {
     char api_version[256];
@@ -182,6 +198,8 @@ typedef rknn_tensor_mem* (*rknn_create_mem_fn)(rknn_context context, uint32_t si
 typedef int (*rknn_destroy_mem_fn)(rknn_context context, rknn_tensor_mem* mem);
 typedef int (*rknn_set_io_mem_fn)(rknn_context context, rknn_tensor_mem* mem, rknn_tensor_attr* attr);
 typedef int (*rknn_run_fn)(rknn_context context, rknn_run_extend* extend);
+/* Dynamic-shape models: choose the shape of every input (4-D inputs as NHWC) before binding memory. */
+typedef int (*rknn_set_input_shapes_fn)(rknn_context context, uint32_t n_inputs, rknn_tensor_attr attr[]);
 typedef int (*rknn_outputs_get_fn)(rknn_context context, uint32_t n_outputs, rknn_output outputs[],
                                    rknn_output_extend* extend);
 typedef int (*rknn_outputs_release_fn)(rknn_context context, uint32_t n_outputs, rknn_output outputs[]);
@@ -206,6 +224,8 @@ IMMICH_RKNN_STATIC_ASSERT(offsetof(rknn_tensor_mem, size) == 24, "rknn_tensor_me
 IMMICH_RKNN_STATIC_ASSERT(offsetof(rknn_tensor_mem, priv_data) == 32, "rknn_tensor_mem.priv_data");
 IMMICH_RKNN_STATIC_ASSERT(sizeof(rknn_output) == 24, "rknn_output size");
 IMMICH_RKNN_STATIC_ASSERT(sizeof(rknn_sdk_version) == 512, "rknn_sdk_version size");
+IMMICH_RKNN_STATIC_ASSERT(sizeof(rknn_input_range) == 33040, "rknn_input_range size");
+IMMICH_RKNN_STATIC_ASSERT(offsetof(rknn_input_range, dyn_range) == 268, "rknn_input_range.dyn_range");
 IMMICH_RKNN_STATIC_ASSERT(sizeof(rknn_custom_string) == 1024, "rknn_custom_string size");
 IMMICH_RKNN_STATIC_ASSERT(sizeof(rknn_tensor_format) == 4 && sizeof(rknn_tensor_type) == 4, "enums are int-sized");
 #undef IMMICH_RKNN_STATIC_ASSERT

@@ -47,7 +47,9 @@ int rkb_runtime_has(const rkb_runtime* rt, const char* name) RKB_NOEXCEPT;
 void rkb_runtime_close(rkb_runtime* rt) RKB_NOEXCEPT;
 
 /* rknn_init from the model bytes (the runtime keeps its own copy), then query the tensor counts,
- * attributes, custom string and SDK version. The runtime must outlive the model. */
+ * attributes, custom string and SDK version. A dynamic-shape model is set to its first exported
+ * shape (rknn_set_input_shapes) and its attributes are those of that shape. The runtime must
+ * outlive the model. */
 int rkb_model_open(rkb_runtime* rt, const void* data, uint32_t size, rkb_model** out, char* err,
                    size_t err_len) RKB_NOEXCEPT;
 uint32_t rkb_model_n_inputs(const rkb_model* m) RKB_NOEXCEPT;
@@ -60,15 +62,25 @@ const char* rkb_model_custom_string(const rkb_model* m) RKB_NOEXCEPT;
 const char* rkb_model_api_version(const rkb_model* m) RKB_NOEXCEPT;
 const char* rkb_model_driver_version(const rkb_model* m) RKB_NOEXCEPT;
 
-/* Create `n_contexts` contexts (rknn_dup_context for all but the first), apply core_masks[i] to
- * context i with rknn_set_core_mask (skipped when 0 = AUTO, the runtime default), and give every
- * context input/output memory bound with rknn_set_io_mem:
- *   input i: element type input_types[i] (rknn_tensor_type), layout input_fmts[i], dense;
- *   output i: element type output_types[i] (RKNN_TENSOR_FLOAT32 or RKNN_TENSOR_FLOAT16).
+/* Create `n_contexts` contexts, each with input/output memory bound by rknn_set_io_mem.
+ * Context 0 is the model's own; the others come from rknn_dup_context and share its weights. If the
+ * runtime refuses to duplicate (Rockchip documents this for dynamic-shape models) and `data`/`size`
+ * (the model bytes) are given, that context is initialised from them instead and holds its own copy
+ * of the weights; rkb_model_shared_contexts tells how many contexts share.
+ * core_masks[i] goes to context i with rknn_set_core_mask (skipped for 0 = AUTO, the default).
+ * Memory, per context: input i dense, of element type input_types[i], laid out NHWC when it is 4-D
+ * (the zero-copy API takes NHWC, not NCHW, for 4-D inputs) and as reported otherwise; output i
+ * dense, of element type output_types[i] (FLOAT32 or FLOAT16), in its reported layout.
  * Called once; on failure everything it created is destroyed again. */
 int rkb_model_prepare(rkb_model* m, uint32_t n_contexts, const uint32_t* core_masks,
-                      const int32_t* input_types, const int32_t* input_fmts, const int32_t* output_types,
-                      char* err, size_t err_len) RKB_NOEXCEPT;
+                      const int32_t* input_types, const int32_t* output_types, const void* data,
+                      uint32_t size, char* err, size_t err_len) RKB_NOEXCEPT;
+/* Contexts (context 0 included) that use context 0's weights rather than a copy. */
+uint32_t rkb_model_shared_contexts(const rkb_model* m) RKB_NOEXCEPT;
+/* Number of input shapes of a dynamic-shape model (the first is used); 0 for a static model. */
+uint32_t rkb_model_dynamic_shapes(const rkb_model* m) RKB_NOEXCEPT;
+/* The attribute input i's memory is bound with (dims in the bound layout); NULL before prepare. */
+const rknn_tensor_attr* rkb_model_bound_input_attr(const rkb_model* m, uint32_t i) RKB_NOEXCEPT;
 uint32_t rkb_model_n_contexts(const rkb_model* m) RKB_NOEXCEPT;
 /* The rknn_context value of slot `slot` (0 when out of range); lets tests correlate with the runtime. */
 uint64_t rkb_model_context_handle(const rkb_model* m, uint32_t slot) RKB_NOEXCEPT;
@@ -79,10 +91,9 @@ void rkb_model_release(rkb_model* m, uint32_t slot) RKB_NOEXCEPT;
 
 /* Input memory of a leased slot: the NPU-visible buffer the caller writes its tensor into. */
 void* rkb_input_data(rkb_model* m, uint32_t slot, uint32_t i, uint32_t* size) RKB_NOEXCEPT;
-/* Re-bind input i of a leased slot with layout `fmt` (RKNN_TENSOR_NCHW / _NHWC) if it differs;
- * dims in the bound attribute follow the layout. */
-int rkb_input_set_format(rkb_model* m, uint32_t slot, uint32_t i, int32_t fmt, char* err,
-                         size_t err_len) RKB_NOEXCEPT;
+/* Fill input i of a leased slot from a dense NCHW buffer of `bytes` bytes (same element type),
+ * transposing into the NHWC memory the NPU reads: for preprocessing that produces NCHW. */
+int rkb_input_write_nchw(rkb_model* m, uint32_t slot, uint32_t i, const void* src, size_t bytes) RKB_NOEXCEPT;
 /* rknn_run on a leased slot; outputs land in its bound output memory. */
 int rkb_run(rkb_model* m, uint32_t slot, char* err, size_t err_len) RKB_NOEXCEPT;
 /* Output memory of a leased slot, in the element type chosen at prepare. */

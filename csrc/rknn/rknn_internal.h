@@ -25,6 +25,8 @@ struct rkb_runtime {
     // one context, and asking for more names the missing function then.
     rknn_dup_context_fn dup_context = nullptr;
     rknn_set_core_mask_fn set_core_mask = nullptr;
+    // Needed only by dynamic-shape models (runtime >= 1.5).
+    rknn_set_input_shapes_fn set_input_shapes = nullptr;
 };
 
 namespace rkb {
@@ -52,6 +54,9 @@ struct rkb_model {
     std::string custom_string;
     std::string api_version;
     std::string driver_version;
+    uint32_t dynamic_shapes = 0;                  // 0: static model
+    std::vector<rknn_tensor_attr> shape_attrs;    // dynamic models: what rknn_set_input_shapes gets
+    uint32_t shared_contexts = 0;
 
     std::vector<rkb::Slot> slots;
     bool prepared = false;
@@ -78,9 +83,8 @@ int fail_rknn(char* err, size_t err_len, int code, const char* what) noexcept;
 /* Bytes per element of an RKNN element type; 0 for types the bridge cannot lay out (INT4). */
 uint32_t element_size(int32_t type) noexcept;
 
-/* Describe the caller's dense buffer for input `compiled` in element type `type` and layout `fmt`. */
-int input_attr(const rknn_tensor_attr& compiled, int32_t type, int32_t fmt, rknn_tensor_attr* out, char* err,
-               size_t err_len) noexcept;
+/* `attr` with its dims given in layout `fmt` (4-D NCHW <-> NHWC); false if that is not possible. */
+bool with_layout(const rknn_tensor_attr& attr, int32_t fmt, rknn_tensor_attr* out) noexcept;
 
 /* Destroy every context and memory of the model; the struct (and its lease pool) stays valid. */
 void release_runtime_objects(rkb_model* m) noexcept;

@@ -8,6 +8,20 @@ namespace {
 
 bool valid_slot(const rkb_model* m, uint32_t slot) { return m != nullptr && m->prepared && slot < m->slots.size(); }
 
+// Dense NCHW -> NHWC for `nhwc` = {N, H, W, C}, element by element as bit patterns. Writes are
+// sequential in the NPU memory; reads stride over the C planes (C is 3 for images).
+template <typename T>
+void nchw_to_nhwc(const T* src, T* dst, const uint32_t* nhwc) {
+    const size_t n_batch = nhwc[0], height = nhwc[1], width = nhwc[2], channels = nhwc[3];
+    const size_t plane = height * width;
+    for (size_t n = 0; n < n_batch; ++n) {
+        const T* image = src + n * channels * plane;
+        for (size_t p = 0; p < plane; ++p) {
+            for (size_t c = 0; c < channels; ++c) *dst++ = image[c * plane + p];
+        }
+    }
+}
+
 }  // namespace
 
 extern "C" {
@@ -57,19 +71,22 @@ void* rkb_input_data(rkb_model* m, uint32_t slot, uint32_t i, uint32_t* size) no
     return b.mem->virt_addr;
 }
 
-int rkb_input_set_format(rkb_model* m, uint32_t slot, uint32_t i, int32_t fmt, char* err, size_t err_len) noexcept {
-    if (!valid_slot(m, slot) || i >= m->in_attrs.size()) {
-        return rkb::fail(err, err_len, RKB_ERR_ARGUMENT, "no input %u on context %u", i, slot);
+int rkb_input_write_nchw(rkb_model* m, uint32_t slot, uint32_t i, const void* src, size_t bytes) noexcept {
+    if (!valid_slot(m, slot) || i >= m->in_attrs.size() || src == nullptr) return RKB_ERR_ARGUMENT;
+    const rkb::Binding& b = m->slots[slot].inputs[i];
+    const uint32_t elem = rkb::element_size(b.attr.type);
+    if (b.attr.n_dims != 4 || b.attr.fmt != RKNN_TENSOR_NHWC || bytes != size_t{b.attr.n_elems} * elem) {
+        return RKB_ERR_ARGUMENT;
     }
-    rkb::Slot& s = m->slots[slot];
-    rkb::Binding& b = s.inputs[i];
-    if (b.attr.fmt == fmt) return RKB_OK;
-    rknn_tensor_attr attr{};
-    int rc = rkb::input_attr(m->in_attrs[i], b.attr.type, fmt, &attr, err, err_len);
-    if (rc != RKB_OK) return rc;
-    rc = m->rt->set_io_mem(s.ctx, b.mem, &attr);
-    if (rc != RKNN_SUCC) return rkb::fail_rknn(err, err_len, rc, "rknn_set_io_mem (input layout change)");
-    b.attr = attr;
+    const uint32_t* d = b.attr.dims;  // N, H, W, C
+    void* dst = b.mem->virt_addr;
+    switch (elem) {
+        case 1: nchw_to_nhwc(static_cast<const uint8_t*>(src), static_cast<uint8_t*>(dst), d); break;
+        case 2: nchw_to_nhwc(static_cast<const uint16_t*>(src), static_cast<uint16_t*>(dst), d); break;
+        case 4: nchw_to_nhwc(static_cast<const uint32_t*>(src), static_cast<uint32_t*>(dst), d); break;
+        case 8: nchw_to_nhwc(static_cast<const uint64_t*>(src), static_cast<uint64_t*>(dst), d); break;
+        default: return RKB_ERR_ARGUMENT;
+    }
     return RKB_OK;
 }
 

@@ -144,6 +144,7 @@ int rkb_runtime_open(const char* path, rkb_runtime** out, char* err, size_t err_
     }
     rkb::resolve(handle, "rknn_dup_context", &rt->dup_context);
     rkb::resolve(handle, "rknn_set_core_mask", &rt->set_core_mask);
+    rkb::resolve(handle, "rknn_set_input_shapes", &rt->set_input_shapes);
     try {
         rt->path = path;
     } catch (...) {

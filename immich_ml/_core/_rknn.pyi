@@ -83,12 +83,19 @@ class Model:
         n_contexts: int,
         core_masks: Sequence[int],
         input_types: Sequence[int],
-        input_fmts: Sequence[int],
         output_types: Sequence[int],
+        data: Buffer | None = None,
     ) -> None:
-        """Create ``n_contexts`` contexts (rknn_dup_context after the first), set ``core_masks[i]`` on
-        context i (0 = AUTO, not set), and bind per-context input memory of ``input_types``/``input_fmts``
-        and output memory of ``output_types`` (FLOAT32 or FLOAT16) with rknn_set_io_mem."""
+        """Create ``n_contexts`` contexts (rknn_dup_context after the first; from ``data``, the model
+        bytes, when the runtime refuses), set ``core_masks[i]`` on context i (0 = AUTO, not set), and
+        bind per-context memory: input i dense of ``input_types[i]`` (NHWC when 4-D), output i dense
+        of ``output_types[i]`` (FLOAT32 or FLOAT16)."""
+    @property
+    def shared_contexts(self) -> int: ...
+    @property
+    def dynamic_shapes(self) -> int: ...
+    @property
+    def bound_inputs(self) -> list[TensorAttr]: ...
     @property
     def n_contexts(self) -> int: ...
     def context_handle(self, slot: int) -> int: ...
@@ -97,7 +104,8 @@ class Model:
     def release(self, slot: int) -> None: ...
     def input_buffer(self, slot: int, index: int) -> memoryview:
         """Writable bytes of input ``index``'s memory on a leased ``slot`` (keeps the model alive)."""
-    def set_input_format(self, slot: int, index: int, fmt: int) -> None: ...
+    def input_write_nchw(self, slot: int, index: int, src: npt.NDArray[np.uint8] | Buffer) -> None:
+        """Fill 4-D input ``index`` from the bytes of a dense NCHW array, transposing into NHWC memory."""
     def run(self, slot: int) -> None: ...
     def output_type(self, index: int) -> int: ...
     def output_buffer(self, slot: int, index: int) -> memoryview:

@@ -41,7 +41,6 @@ from immich_ml.backends.rknn_io import (
     SlotBuffers,
     custom_dims,
     plan_input,
-    static_shape,
 )
 from immich_ml.config import Settings
 from immich_ml.errors import BackendError, BackendUnavailable, FormatUnavailable, ModelLoadError
@@ -130,17 +129,24 @@ def core_masks(soc: str, threads: int) -> list[int]:
 
 
 class _RknnCall:
-    def __init__(self, session: RknnSession, slot: int, buffers: dict[str, npt.NDArray[np.generic]]):
+    def __init__(
+        self,
+        session: RknnSession,
+        slot: int,
+        buffers: dict[str, npt.NDArray[np.generic]],
+        staged: list[tuple[int, npt.NDArray[np.generic]]],
+    ) -> None:
         self._session = session
         self._slot = slot
         self._buffers = buffers
+        self._staged = staged
 
     @property
     def inputs(self) -> Mapping[str, npt.NDArray[np.generic]]:
         return self._buffers
 
     def run(self) -> Sequence[npt.NDArray[np.generic]]:
-        return self._session._run_slot(self._slot)
+        return self._session._run_slot(self._slot, self._staged)
 
 
 class RknnSession:
@@ -177,17 +183,21 @@ class RknnSession:
         try:
             # Mapped, not read: rknn_init copies the model into NPU memory, and a mapped file costs
             # reclaimable page cache instead of a second anonymous copy of a model that can be ~1 GB.
+            # It stays mapped through prepare(), which may need it for contexts it cannot duplicate.
             with path.open("rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
-                self._model = _rknn.Model(runtime, data)
-        except (OSError, ValueError, _rknn.RknnError) as exc:
+                try:
+                    self._model = _rknn.Model(runtime, data)
+                except _rknn.RknnError as exc:
+                    raise ModelLoadError(f"RKNN could not load {path}: {exc}") from exc
+                try:
+                    self._setup(settings, soc, path, target, data)
+                except BaseException:
+                    self._model.close()
+                    raise
+        except (OSError, ValueError) as exc:
             raise ModelLoadError(f"RKNN could not load {path}: {exc}") from exc
-        try:
-            self._setup(settings, soc, path, target)
-        except BaseException:
-            self._model.close()
-            raise
 
-    def _setup(self, settings: Settings, soc: str, path: Path, target: Target) -> None:
+    def _setup(self, settings: Settings, soc: str, path: Path, target: Target, data: mmap.mmap) -> None:
         model = self._model
         attrs = model.inputs
         custom = custom_dims(model.custom_string, len(attrs))
@@ -201,19 +211,14 @@ class RknnSession:
         threads = settings.rknn_threads
         masks = core_masks(soc, threads)
         try:
-            model.prepare(
-                threads,
-                masks,
-                [p.rknn_type for p in self._plan],
-                [p.layout(static_shape(p.spec)) for p in self._plan],
-                out_types,
-            )
+            model.prepare(threads, masks, [p.rknn_type for p in self._plan], out_types, data)
         except _rknn.RknnError as exc:
             raise ModelLoadError(f"RKNN could not prepare {threads} context(s) for {path}: {exc}") from exc
         self._slots = [SlotBuffers(model, slot, self._plan, self._outputs) for slot in range(threads)]
         self._closed = False
         self._close_lock = threading.Lock()
         api, driver = model.sdk_version
+        shared = model.shared_contexts
         quantized = any(a.qnt_type != QNT_NONE for a in model.inputs + model.outputs)
         self._placement = Placement(
             backend="rknn",
@@ -225,14 +230,22 @@ class RknnSession:
                 "model": str(path),
                 "library": model.runtime.path,
                 "contexts": str(threads),
+                "contexts_sharing_weights": str(shared),
                 "core_masks": ",".join(hex(m) for m in masks),
+                "dynamic_shapes": str(model.dynamic_shapes),
                 "runtime_version": api,
                 "driver_version": driver,
             },
         )
+        if shared < threads:
+            log.warning(
+                "RKNN would not duplicate contexts of %s (rknn_dup_context refused%s): %d of %d contexts hold "
+                "their own copy of the weights; MACHINE_LEARNING_RKNN_THREADS multiplies its memory",
+                self._label, ", dynamic-shape model" if model.dynamic_shapes else "", threads - shared, threads,
+            )
         log.info(
-            "Loaded RKNN model %s on %s: %d context(s) sharing weights, core masks %s (librknnrt %s, driver %s)",
-            self._label, soc, threads, self._placement.extra["core_masks"], api or "?", driver or "?",
+            "Loaded RKNN model %s on %s: %d context(s), %d sharing weights, core masks %s (librknnrt %s, driver %s)",
+            self._label, soc, threads, shared, self._placement.extra["core_masks"], api or "?", driver or "?",
         )
 
     @property
@@ -249,36 +262,41 @@ class RknnSession:
 
     @contextmanager
     def bind(self, shapes: Mapping[str, tuple[int, ...]]) -> Iterator[BoundCall]:
-        """Lease a context (waiting while all are busy) and yield views of its input memory.
+        """Lease a context (waiting while all are busy) and yield buffers for its inputs.
 
-        ``shapes`` gives each input's shape; a 4-D image input may be NCHW or NHWC, and the
-        context's memory is re-described to the runtime when the layout changes.
+        ``shapes`` gives each input's shape. An NHWC (or non-image) buffer is the NPU memory itself;
+        a 4-D image input asked for as NCHW gets a staging buffer that ``run()`` transposes into it.
         """
-        layouts = []
+        requests = []
         for p in self._plan:
             if p.spec.name not in shapes:
                 raise BackendError(f"RKNN bind: no shape for input '{p.spec.name}'")
             shape = tuple(int(d) for d in shapes[p.spec.name])
-            layouts.append((shape, p.layout(shape)))
+            requests.append((shape, p.staged(shape)))
         try:
             slot = self._model.acquire()
         except _rknn.RknnError as exc:
             raise BackendError(f"RKNN session for {self._label} is closed") from exc
         try:
             buffers = self._slots[slot]
-            for i, (shape, fmt) in enumerate(layouts):
-                if buffers.formats[i] != fmt:
-                    self._model.set_input_format(slot, i, fmt)
-                    buffers.formats[i] = fmt
-            yield _RknnCall(self, slot, {p.spec.name: buffers.inputs[i].reshape(layouts[i][0])
-                                         for i, p in enumerate(self._plan)})
-        except _rknn.RknnError as exc:
-            raise BackendError(f"RKNN failed for {self._label}: {exc}") from exc
+            views: dict[str, npt.NDArray[np.generic]] = {}
+            staged: list[tuple[int, npt.NDArray[np.generic]]] = []
+            for p, (shape, is_staged) in zip(self._plan, requests):
+                if is_staged:
+                    staged.append((p.index, buffers.stage(p)))
+                    views[p.spec.name] = staged[-1][1]
+                else:
+                    views[p.spec.name] = buffers.inputs[p.index].reshape(shape)
+            yield _RknnCall(self, slot, views, staged)
         finally:
             self._model.release(slot)
 
-    def _run_slot(self, slot: int) -> list[npt.NDArray[np.generic]]:
+    def _run_slot(
+        self, slot: int, staged: Sequence[tuple[int, npt.NDArray[np.generic]]]
+    ) -> list[npt.NDArray[np.generic]]:
         try:
+            for index, buffer in staged:
+                self._model.input_write_nchw(slot, index, buffer.reshape(-1).view(np.uint8))
             self._model.run(slot)
             buffers = self._slots[slot]
             for index, widened in enumerate(buffers.widened):

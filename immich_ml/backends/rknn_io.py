@@ -46,26 +46,28 @@ _RKNN_TYPE = {"float32": FLOAT32, "uint8": UINT8, "int16": INT16, "uint16": UINT
 
 @dataclass(frozen=True)
 class InputPlan:
-    """One graph input: what the model layer sees (``spec``) and how the NPU binary was compiled."""
+    """One graph input: what the model layer sees (``spec``) and the NPU memory behind it.
+
+    4-D image inputs live in NHWC memory (the zero-copy API takes no NCHW): a caller that writes NHWC
+    writes the NPU memory itself; one that writes NCHW (the float preprocessing kernels do) gets a
+    host staging buffer that the bridge transposes into the NPU memory before the run.
+    """
 
     index: int
     spec: TensorSpec
     rknn_type: int
-    compiled_fmt: int
-    dims: tuple[int, ...]  # as the runtime reports them, in compiled_fmt
+    memory: tuple[int, ...]  # dims of the NPU memory: NHWC for images, as reported otherwise
     nchw: tuple[int, ...] | None  # the same tensor as (N, C, H, W) for 4-D image inputs
 
-    def layout(self, shape: tuple[int, ...]) -> int:
-        """The layout a caller buffer of ``shape`` has; raises BackendError when it fits neither."""
+    def staged(self, shape: tuple[int, ...]) -> bool:
+        """Whether a caller buffer of ``shape`` is NCHW (staged); raises BackendError if it fits neither."""
+        if shape == self.memory:
+            return False
         if self.nchw is None:
-            if shape != self.dims:
-                raise BackendError(f"RKNN input '{self.spec.name}' takes shape {self.dims}, not {shape}")
-            return self.compiled_fmt
+            raise BackendError(f"RKNN input '{self.spec.name}' takes shape {self.memory}, not {shape}")
+        if shape == self.nchw:
+            return True
         n, c, h, w = self.nchw
-        if shape == (n, c, h, w):
-            return NCHW
-        if shape == (n, h, w, c):
-            return NHWC
         if len(shape) == 4 and c not in (shape[1], shape[3]):
             raise BackendError(f"RKNN binary takes {c} channels for input '{self.spec.name}', got shape {shape}")
         raise BackendError(
@@ -91,7 +93,7 @@ def custom_dims(text: str, n_inputs: int) -> list[tuple[int, ...] | None]:
 def plan_input(attr: _rknn.TensorAttr, custom: tuple[int, ...] | None, normalizes: bool) -> InputPlan:
     """Decide the numpy side of one input from its attribute.
 
-    Image inputs (4-D, NCHW or NHWC in the binary) are offered as float32 NCHW, or as uint8 NHWC
+    Image inputs (4-D, NCHW or NHWC as reported) are offered as float32 NCHW, or as uint8 NHWC
     when the graph normalizes itself (``normalizes``: the export left a custom string). ``custom``
     (shape from that string) wins when the binary can take it in either layout.
     """
@@ -103,24 +105,21 @@ def plan_input(attr: _rknn.TensorAttr, custom: tuple[int, ...] | None, normalize
         dtype = _FEED_DTYPE[attr.type]
     else:
         raise ModelLoadError(f"RKNN input '{attr.name}' has element type {attr.type}, which is not supported")
-    nchw = None
+    memory, nchw = dims, None
     if image:
         nchw = dims if attr.fmt == NCHW else (dims[0], dims[3], dims[1], dims[2])
-    if nchw is not None:
-        n, c, h, w = nchw
-        shape: tuple[int, ...] = (n, h, w, c) if dtype == "uint8" else nchw
-    else:
-        shape = dims
-    planned = InputPlan(attr.index, TensorSpec(attr.name, shape, dtype), _RKNN_TYPE[dtype], attr.fmt, dims, nchw)
+        memory = (nchw[0], nchw[2], nchw[3], nchw[1])
+    shape = nchw if nchw is not None and dtype != "uint8" else memory
+    planned = InputPlan(attr.index, TensorSpec(attr.name, shape, dtype), _RKNN_TYPE[dtype], memory, nchw)
     if custom is None or custom == shape:
         return planned
     try:
-        planned.layout(custom)
+        planned.staged(custom)
     except BackendError:
         log.warning("RKNN custom string gives input '%s' shape %s, which the binary %s cannot take; using %s",
                     attr.name, custom, dims, shape)
         return planned
-    return InputPlan(attr.index, TensorSpec(attr.name, custom, dtype), planned.rknn_type, attr.fmt, dims, nchw)
+    return InputPlan(attr.index, TensorSpec(attr.name, custom, dtype), planned.rknn_type, memory, nchw)
 
 
 def static_shape(spec: TensorSpec) -> tuple[int, ...]:
@@ -129,14 +128,15 @@ def static_shape(spec: TensorSpec) -> tuple[int, ...]:
 
 
 class SlotBuffers:
-    """Numpy views of one context's memory: flat inputs, and outputs in their graph shapes."""
+    """Numpy views of one context's memory (flat inputs, outputs in graph shapes) and its staging."""
 
     def __init__(self, model: _rknn.Model, slot: int, inputs: Sequence[InputPlan], outputs: Sequence[TensorSpec]):
         self.inputs = [
-            np.frombuffer(model.input_buffer(slot, i.index), dtype=i.spec.dtype, count=int(np.prod(i.dims)))
+            np.frombuffer(model.input_buffer(slot, i.index), dtype=i.spec.dtype, count=int(np.prod(i.memory)))
             for i in inputs
         ]
-        self.formats = [i.layout(static_shape(i.spec)) for i in inputs]
+        # NCHW host buffers for callers that write NCHW, made on first use.
+        self.staging: dict[int, npt.NDArray[np.generic]] = {}
         self.widened: list[npt.NDArray[np.float32] | None] = []
         self.outputs: list[npt.NDArray[np.generic]] = []
         for index, spec in enumerate(outputs):
@@ -150,3 +150,11 @@ class SlotBuffers:
                 self.widened.append(None)
                 view = np.frombuffer(model.output_buffer(slot, index), dtype=np.float32)
                 self.outputs.append(view.reshape(shape))
+
+    def stage(self, plan: InputPlan) -> npt.NDArray[np.generic]:
+        """The NCHW staging buffer of ``plan``'s input."""
+        buffer = self.staging.get(plan.index)
+        if buffer is None:
+            assert plan.nchw is not None
+            buffer = self.staging[plan.index] = np.empty(plan.nchw, dtype=plan.spec.dtype)
+        return buffer

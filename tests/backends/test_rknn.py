@@ -144,24 +144,37 @@ def test_session_describes_the_model(tmp_path: Path, double: rd.Double) -> None:
     assert (p.backend, p.provider, p.device, p.requested, p.precision) == ("rknn", "rknn:rk3588", "rk3588",
                                                                           "rknn:0", "FP16")
     assert p.extra["contexts"] == "3" and p.extra["core_masks"] == "0x1,0x2,0x4"
+    assert p.extra["contexts_sharing_weights"] == "3" and p.extra["dynamic_shapes"] == "0"
     assert p.extra["model"].endswith("detection/rknpu/rk3588/model.rknn")
     s.close()
 
 
-def test_bind_hands_out_npu_memory(tmp_path: Path, double: rd.Double) -> None:
+def test_nhwc_bind_hands_out_npu_memory(tmp_path: Path, double: rd.Double) -> None:
     s = session(install(tmp_path, SCRFD_LIKE, "rk3588"), double)
     image = np.random.default_rng(0).standard_normal((1, 3, 16, 16)).astype(np.float32)
-    with s.bind({"input.1": (1, 3, 16, 16)}) as call:
+    with s.bind({"input.1": (1, 16, 16, 3)}) as call:
         buffer = call.inputs["input.1"]
         assert buffer.flags.c_contiguous and buffer.flags.writeable and buffer.dtype == np.float32
-        buffer[...] = image
+        buffer[...] = rd.nchw_to_nhwc(image)
         scores, boxes = call.run()
-        handle = s._model.context_handle(0)
-        assert double.last_input_addr(handle) == rd.address(buffer)  # the runtime read our buffer
+        assert double.last_input_addr(s._model.context_handle(0)) == rd.address(buffer)  # zero copy
         expected = SCRFD_LIKE.expected([rd.nchw_to_nhwc(image)])
         np.testing.assert_allclose(scores, expected[0], rtol=2e-3, atol=2e-3)  # fp16 on the "NPU"
         np.testing.assert_allclose(boxes, expected[1], rtol=1e-5, atol=1e-5)
         assert scores.dtype == boxes.dtype == np.float32 and scores.shape == (32, 1)
+    s.close()
+
+
+def test_nchw_bind_is_staged_and_transposed(tmp_path: Path, double: rd.Double) -> None:
+    s = session(install(tmp_path, SCRFD_LIKE, "rk3588"), double)
+    image = np.random.default_rng(1).standard_normal((1, 3, 16, 16)).astype(np.float32)
+    with s.bind({"input.1": (1, 3, 16, 16)}) as call:
+        buffer = call.inputs["input.1"]
+        assert buffer.shape == (1, 3, 16, 16) and buffer.flags.c_contiguous and buffer.flags.writeable
+        buffer[...] = image
+        _, boxes = call.run()
+        assert double.last_input_addr(s._model.context_handle(0)) != rd.address(buffer)
+        np.testing.assert_allclose(boxes, SCRFD_LIKE.expected([rd.nchw_to_nhwc(image)])[1], rtol=1e-5, atol=1e-5)
     s.close()
 
 
@@ -237,6 +250,22 @@ def test_threads_need_rknn_dup_context(tmp_path: Path, libs: dict[str, Path], do
         session(artifacts, double, threads=2, library=no_dup.path)
     assert no_dup.counts()["contexts"] == 0 and no_dup.counts()["mems"] == 0
     session(artifacts, double, threads=1, library=no_dup.path).close()
+
+
+def test_dynamic_model_falls_back_to_own_contexts(tmp_path: Path, double: rd.Double,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    dynamic = replace(SCRFD_LIKE, dynamic=True)
+    before = double.counts()
+    with caplog.at_level("WARNING", logger="immich_ml.backends.rknn"):
+        s = session(install(tmp_path, dynamic, "rk3588"), double, threads=3)
+    assert "2 of 3 contexts hold their own copy of the weights" in caplog.text
+    assert (s.placement.extra["contexts_sharing_weights"], s.placement.extra["dynamic_shapes"]) == ("1", "1")
+    assert double.counts()["blob_allocs"] - before["blob_allocs"] == 3
+    image = np.random.default_rng(4).standard_normal((1, 3, 16, 16)).astype(np.float32)
+    np.testing.assert_allclose(s.run({"input.1": image})[1], dynamic.expected([rd.nchw_to_nhwc(image)])[1],
+                               rtol=1e-5, atol=1e-5)
+    s.close()
+    assert double.counts()["contexts"] == before["contexts"]
 
 
 @pytest.mark.parametrize(("content", "message"), [(b"RKNNDBL1 broken", "RKNN_ERR_MODEL_INVALID"),

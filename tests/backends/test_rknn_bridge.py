@@ -39,23 +39,31 @@ def model_def() -> rd.DoubleModel:
 
 
 def open_model(lib: Path, model: rd.DoubleModel, contexts: int = 1, masks: list[int] | None = None,
-               fmt: int = rd.NCHW, out_types: list[int] | None = None) -> _rknn.Model:
+               out_types: list[int] | None = None, data: bytes | None = None) -> _rknn.Model:
     m = _rknn.Model(_rknn.Runtime(str(lib)), model.to_bytes())
-    m.prepare(contexts, masks or [0] * contexts, [rd.FLOAT32], [fmt],
-              out_types or [rd.FLOAT32] * len(model.outputs))
+    m.prepare(contexts, masks or [0] * contexts, [rd.FLOAT32] * len(model.inputs),
+              out_types or [rd.FLOAT32] * len(model.outputs), data)
     return m
 
 
-def write_and_run(m: _rknn.Model, slot: int, image_nchw: np.ndarray) -> list[np.ndarray]:
-    view = np.frombuffer(m.input_buffer(slot, 0), dtype=np.float32).reshape(image_nchw.shape)
-    view[...] = image_nchw
-    m.run(slot)
+def npu_input(m: _rknn.Model, slot: int, shape: tuple[int, ...] = (1, 8, 8, 3)) -> np.ndarray:
+    """The input memory of ``slot`` as a float32 array (NHWC for images: how the bridge binds it)."""
+    return np.frombuffer(m.input_buffer(slot, 0), dtype=np.float32, count=int(np.prod(shape))).reshape(shape)
+
+
+def read_outputs(m: _rknn.Model, slot: int) -> list[np.ndarray]:
     outs = []
     for index, t in enumerate(m.outputs):
         dst = np.empty(int(np.prod(t.dims)), dtype=np.float32)
         m.output_into(slot, index, dst)
         outs.append(dst.reshape(t.dims))
     return outs
+
+
+def write_and_run(m: _rknn.Model, slot: int, image_nchw: np.ndarray) -> list[np.ndarray]:
+    npu_input(m, slot)[...] = rd.nchw_to_nhwc(image_nchw)
+    m.run(slot)
+    return read_outputs(m, slot)
 
 
 def test_attributes_custom_string_and_version(double: rd.Double, model_def: rd.DoubleModel) -> None:
@@ -74,9 +82,9 @@ def test_attributes_custom_string_and_version(double: rd.Double, model_def: rd.D
 def test_input_memory_is_what_the_runtime_reads(double: rd.Double, model_def: rd.DoubleModel) -> None:
     m = open_model(Path(double.path), model_def)
     slot = m.acquire()
-    view = np.frombuffer(m.input_buffer(slot, 0), dtype=np.float32).reshape(1, 3, 8, 8)
+    view = npu_input(m, slot)
     image = np.random.default_rng(1).standard_normal((1, 3, 8, 8)).astype(np.float32)
-    view[...] = image  # the only write: the double filled its memory with 0xA5 garbage
+    view[...] = rd.nchw_to_nhwc(image)  # the only write: the double filled its memory with 0xA5 garbage
     m.run(slot)
     assert double.last_input_addr(m.context_handle(slot)) == rd.address(view)
     embedding = np.frombuffer(m.output_buffer(slot, 0), dtype=np.float32).reshape(1, 4)
@@ -87,22 +95,39 @@ def test_input_memory_is_what_the_runtime_reads(double: rd.Double, model_def: rd
     m.close()
 
 
-def test_layout_is_described_to_the_runtime(double: rd.Double, model_def: rd.DoubleModel) -> None:
-    m = open_model(Path(double.path), model_def, fmt=rd.NCHW)
+def test_image_inputs_are_bound_nhwc(double: rd.Double, model_def: rd.DoubleModel) -> None:
+    """Rockchip's zero-copy API takes 4-D inputs as NHWC; the double refuses NCHW like that."""
+    m = open_model(Path(double.path), model_def)
+    (bound,) = m.bound_inputs
+    assert (bound.fmt, bound.dims, bound.type, bound.size) == (rd.NHWC, (1, 8, 8, 3), rd.FLOAT32, 192 * 4)
+    assert double.bound_input_fmt(m.context_handle(0)) == rd.NHWC
+    m.close()
+
+
+def test_nchw_data_is_transposed_into_npu_memory(double: rd.Double, model_def: rd.DoubleModel) -> None:
+    m = open_model(Path(double.path), model_def)
     slot = m.acquire()
-    handle = m.context_handle(slot)
     image = np.random.default_rng(2).standard_normal((1, 3, 8, 8)).astype(np.float32)
-    expected = model_def.expected([rd.nchw_to_nhwc(image)])
-    assert double.bound_input_fmt(handle) == rd.NCHW
-    np.testing.assert_allclose(write_and_run(m, slot, image)[0], expected[0], rtol=1e-5, atol=1e-5)
-    m.set_input_format(slot, 0, rd.NHWC)
-    assert double.bound_input_fmt(handle) == rd.NHWC
-    view = np.frombuffer(m.input_buffer(slot, 0), dtype=np.float32).reshape(1, 8, 8, 3)
-    view[...] = rd.nchw_to_nhwc(image)
+    m.input_write_nchw(slot, 0, image.reshape(-1).view(np.uint8))
+    assert np.array_equal(npu_input(m, slot), rd.nchw_to_nhwc(image))
     m.run(slot)
-    out = np.empty(4, dtype=np.float32)
-    m.output_into(slot, 0, out)
-    np.testing.assert_allclose(out.reshape(1, 4), expected[0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(read_outputs(m, slot)[0], model_def.expected([rd.nchw_to_nhwc(image)])[0],
+                               rtol=1e-5, atol=1e-5)
+    with pytest.raises(_rknn.RknnError, match="dense NCHW tensor"):
+        m.input_write_nchw(slot, 0, image.reshape(-1)[:-1].view(np.uint8))
+    m.release(slot)
+    m.close()
+
+
+def test_input_reported_nchw_is_still_bound_nhwc(double: rd.Double) -> None:
+    model = rd.make_model([rd.Tensor("x", (1, 3, 4, 5), rd.NCHW, rd.FLOAT16)], [EMBED], seed=3)
+    m = open_model(Path(double.path), model)
+    assert m.inputs[0].dims == (1, 3, 4, 5) and m.bound_inputs[0].dims == (1, 4, 5, 3)
+    slot = m.acquire()
+    image = np.random.default_rng(3).standard_normal((1, 3, 4, 5)).astype(np.float32)
+    npu_input(m, slot, (1, 4, 5, 3))[...] = rd.nchw_to_nhwc(image)
+    m.run(slot)
+    np.testing.assert_allclose(read_outputs(m, slot)[0], model.expected([image])[0], rtol=1e-5, atol=1e-5)
     m.release(slot)
     m.close()
 
@@ -228,8 +253,8 @@ def test_missing_dup_context_allows_one_context_only(libs: dict[str, Path], mode
     assert not runtime.has_function("rknn_dup_context") and runtime.has_function("rknn_init")
     m = _rknn.Model(runtime, model_def.to_bytes())
     with pytest.raises(_rknn.RknnError, match="no function rknn_dup_context.*MACHINE_LEARNING_RKNN_THREADS=1"):
-        m.prepare(2, [0, 0], [rd.FLOAT32], [rd.NCHW], [rd.FLOAT32, rd.FLOAT32])
-    m.prepare(1, [0], [rd.FLOAT32], [rd.NCHW], [rd.FLOAT32, rd.FLOAT32])
+        m.prepare(2, [0, 0], [rd.FLOAT32], [rd.FLOAT32, rd.FLOAT32], model_def.to_bytes())
+    m.prepare(1, [0], [rd.FLOAT32], [rd.FLOAT32, rd.FLOAT32])
     slot = m.acquire()
     image = np.ones((1, 3, 8, 8), dtype=np.float32)
     np.testing.assert_allclose(write_and_run(m, slot, image)[0],
@@ -242,7 +267,7 @@ def test_missing_dup_context_allows_one_context_only(libs: dict[str, Path], mode
 def test_missing_set_core_mask_is_named(libs: dict[str, Path], model_def: rd.DoubleModel) -> None:
     m = _rknn.Model(_rknn.Runtime(str(libs["no_core_mask"])), model_def.to_bytes())
     with pytest.raises(_rknn.RknnError, match="no function rknn_set_core_mask"):
-        m.prepare(2, [1, 2], [rd.FLOAT32], [rd.NCHW], [rd.FLOAT32, rd.FLOAT32])
+        m.prepare(2, [1, 2], [rd.FLOAT32], [rd.FLOAT32, rd.FLOAT32])
     m.close()
 
 
@@ -292,7 +317,7 @@ def test_prepare_failure_releases_what_it_created(double: rd.Double, model_def: 
     m = _rknn.Model(_rknn.Runtime(double.path), model_def.to_bytes())
     double.fail(function, nth)
     with pytest.raises(_rknn.RknnError, match=message):
-        m.prepare(3, [1, 2, 4], [rd.FLOAT32], [rd.NCHW], [rd.FLOAT32, rd.FLOAT32])
+        m.prepare(3, [1, 2, 4], [rd.FLOAT32], [rd.FLOAT32, rd.FLOAT32])
     during = double.counts()
     assert (during["contexts"], during["mems"]) == (before["contexts"] + 1, before["mems"])
     with pytest.raises(_rknn.RknnError, match="RKB_ERR_STATE"):
@@ -321,16 +346,14 @@ def test_run_failure_is_reported_and_the_context_stays_usable(double: rd.Double,
 def test_bad_calls_raise_instead_of_crashing(double: rd.Double, model_def: rd.DoubleModel) -> None:
     m = open_model(Path(double.path), model_def)
     with pytest.raises(_rknn.RknnError, match="already prepared"):
-        m.prepare(1, [0], [rd.FLOAT32], [rd.NCHW], [rd.FLOAT32, rd.FLOAT32])
+        m.prepare(1, [0], [rd.FLOAT32], [rd.FLOAT32, rd.FLOAT32])
     with pytest.raises(_rknn.RknnError, match="one core mask per context"):
-        _rknn.Model(_rknn.Runtime(double.path), model_def.to_bytes()).prepare(2, [0], [0], [0], [0, 0])
+        _rknn.Model(_rknn.Runtime(double.path), model_def.to_bytes()).prepare(2, [0], [0], [0, 0])
     with pytest.raises(_rknn.RknnError, match="no such runtime buffer"):
         m.input_buffer(0, 5)
     slot = m.acquire()
     with pytest.raises(_rknn.RknnError, match="exactly its element count"):
         m.output_into(slot, 0, np.empty(3, dtype=np.float32))
-    with pytest.raises(_rknn.RknnError, match="cannot present"):
-        m.set_input_format(slot, 0, rd.UNDEFINED)
     m.release(slot)
     m.close()
     with pytest.raises(_rknn.RknnError, match="RKB_ERR_CLOSED"):
@@ -360,3 +383,50 @@ def test_close_waits_for_a_leased_context(double: rd.Double, model_def: rd.Doubl
     closer.join(timeout=5)
     assert closed.is_set()
     assert double.counts()["violations"] == 0
+
+
+# ---- dynamic-shape models (Immich exports detection with one "dynamic" input shape) -------------
+
+
+@pytest.fixture
+def dynamic_def() -> rd.DoubleModel:
+    return rd.make_model([IMAGE], [EMBED, HEAT], dynamic=True, seed=9)
+
+
+def test_dynamic_model_gets_its_shape_and_unshared_contexts(double: rd.Double, dynamic_def: rd.DoubleModel) -> None:
+    """Rockchip documents that dynamic-shape models refuse rknn_dup_context: with the model bytes at
+    hand the bridge initialises the other contexts on their own (each with a copy of the weights)."""
+    before = double.counts()
+    m = open_model(Path(double.path), dynamic_def, contexts=3, masks=[1, 2, 4], data=dynamic_def.to_bytes())
+    assert m.dynamic_shapes == 1 and m.shared_contexts == 1
+    assert double.counts()["blob_allocs"] - before["blob_allocs"] == 3
+    assert [double.core_mask(m.context_handle(s)) for s in range(3)] == [1, 2, 4]
+    image = np.random.default_rng(6).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    expected = dynamic_def.expected([rd.nchw_to_nhwc(image)])
+    slots = [m.acquire() for _ in range(3)]
+    for slot in slots:  # every context had rknn_set_input_shapes, or the double would refuse to run
+        np.testing.assert_allclose(write_and_run(m, slot, image)[0], expected[0], rtol=1e-5, atol=1e-5)
+        m.release(slot)
+    m.close()
+    after = double.counts()
+    assert (after["contexts"], after["blobs"], after["violations"]) == (before["contexts"], before["blobs"],
+                                                                        before["violations"])
+
+
+def test_dynamic_model_without_bytes_cannot_add_contexts(double: rd.Double, dynamic_def: rd.DoubleModel) -> None:
+    m = _rknn.Model(_rknn.Runtime(double.path), dynamic_def.to_bytes())
+    with pytest.raises(_rknn.RknnError, match=r"rknn_dup_context for context 1 failed: RKNN_ERR_FAIL"):
+        m.prepare(2, [0, 0], [rd.FLOAT32], [rd.FLOAT32, rd.FLOAT32])
+    m.close()
+
+
+def test_dynamic_model_needs_set_input_shapes(libs: dict[str, Path], dynamic_def: rd.DoubleModel,
+                                              model_def: rd.DoubleModel) -> None:
+    runtime = _rknn.Runtime(str(libs["no_input_shapes"]))
+    with pytest.raises(_rknn.RknnError, match="dynamic input shapes .* no function rknn_set_input_shapes") as info:
+        _rknn.Model(runtime, dynamic_def.to_bytes())
+    assert info.value.code == -102
+    m = open_model(libs["no_input_shapes"], model_def)  # static models do not need it
+    assert m.dynamic_shapes == 0
+    m.close()
+    assert rd.Double(libs["no_input_shapes"]).counts()["contexts"] == 0

@@ -35,6 +35,7 @@ VARIANTS = {
     "no_dup": ["-DRKNN_DOUBLE_WITHOUT_DUP_CONTEXT"],
     "no_io_mem": ["-DRKNN_DOUBLE_WITHOUT_SET_IO_MEM"],
     "no_core_mask": ["-DRKNN_DOUBLE_WITHOUT_SET_CORE_MASK"],
+    "no_input_shapes": ["-DRKNN_DOUBLE_WITHOUT_SET_INPUT_SHAPES"],
 }
 
 
@@ -78,6 +79,7 @@ class DoubleModel:
     weights: npt.NDArray[np.float32]  # (total output elements, total input elements)
     bias: npt.NDArray[np.float32]
     custom: str = ""
+    dynamic: bool = False  # exported with a (single) dynamic input shape, as Immich's detection models
 
     def to_bytes(self) -> bytes:
         def record(t: Tensor) -> bytes:
@@ -85,7 +87,8 @@ class DoubleModel:
             return t.name.encode().ljust(64, b"\0") + struct.pack("<I4Iii", len(t.dims), *dims, t.fmt, t.type)
 
         custom = self.custom.encode()
-        header = b"RKNNDBL1" + struct.pack("<III", len(self.inputs), len(self.outputs), len(custom))
+        flags = 1 if self.dynamic else 0
+        header = b"RKNNDBL1" + struct.pack("<IIII", len(self.inputs), len(self.outputs), len(custom), flags)
         tensors = b"".join(record(t) for t in (*self.inputs, *self.outputs))
         return header + tensors + custom + self.weights.astype("<f4").tobytes() + self.bias.astype("<f4").tobytes()
 
@@ -101,14 +104,14 @@ class DoubleModel:
 
 
 def make_model(
-    inputs: Sequence[Tensor], outputs: Sequence[Tensor], *, custom: str = "", seed: int = 0
+    inputs: Sequence[Tensor], outputs: Sequence[Tensor], *, custom: str = "", dynamic: bool = False, seed: int = 0
 ) -> DoubleModel:
     rng = np.random.default_rng(seed)
     cols = sum(t.n_elems for t in inputs)
     rows = sum(t.n_elems for t in outputs)
     weights = (rng.standard_normal((rows, cols)) / np.sqrt(cols)).astype(np.float32)
     bias = rng.standard_normal(rows).astype(np.float32)
-    return DoubleModel(tuple(inputs), tuple(outputs), weights, bias, custom)
+    return DoubleModel(tuple(inputs), tuple(outputs), weights, bias, custom, dynamic)
 
 
 def nchw_to_nhwc(a: npt.NDArray[np.generic]) -> npt.NDArray[np.generic]:

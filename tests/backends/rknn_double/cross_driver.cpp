@@ -7,7 +7,6 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdio>
-#include <cstring>
 #include <fstream>
 #include <iterator>
 #include <vector>
@@ -59,9 +58,8 @@ int main(int argc, char** argv) {
     }
     const uint32_t masks[3] = {1, 2, 4};
     const int32_t in_types[1] = {RKNN_TENSOR_FLOAT32};
-    const int32_t in_fmts[1] = {RKNN_TENSOR_NCHW};
     const int32_t out_types[2] = {RKNN_TENSOR_FLOAT32, RKNN_TENSOR_FLOAT16};
-    if (rkb_model_prepare(m, 3, masks, in_types, in_fmts, out_types, err, sizeof err) != RKB_OK) {
+    if (rkb_model_prepare(m, 3, masks, in_types, out_types, nullptr, 0, err, sizeof err) != RKB_OK) {
         return check(false, err);
     }
     int failures = check(blob_allocs() == 1, "one weight blob for three contexts");
@@ -75,7 +73,8 @@ int main(int argc, char** argv) {
     if (rkb_model_acquire(m, &slot) != RKB_OK) return check(false, "acquire");
     void* dst = rkb_input_data(m, slot, 0, &size);
     failures += check(size == input.size(), "input memory size");
-    std::memcpy(dst, input.data(), input.size());
+    // NCHW data, transposed by the bridge into the NHWC memory the runtime reads.
+    failures += check(rkb_input_write_nchw(m, slot, 0, input.data(), input.size()) == RKB_OK, "write NCHW");
     if (rkb_run(m, slot, err, sizeof err) != RKB_OK) return check(false, err);
     failures += check(last_input(rkb_model_context_handle(m, slot), 0) == reinterpret_cast<uintptr_t>(dst),
                       "the runtime read the bound memory");

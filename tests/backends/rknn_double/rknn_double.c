@@ -2,25 +2,29 @@
  * Test double of librknnrt.so: the RKNPU2 C ABI (from csrc/rknn/rknn_abi.h), computing a known
  * function on the CPU, and recording what the bridge did so tests can check it.
  *
- * "Model file" (little endian), written by tests/backends/rknn_double/model.py:
- *   char magic[8] = "RKNNDBL1"; uint32 n_inputs, n_outputs, custom_len;
- *   n_inputs + n_outputs tensor records { char name[64]; uint32 n_dims; uint32 dims[4]; int32 fmt; int32 type; }
+ * "Model file" (little endian), written by tests/backends/rknn_double/__init__.py:
+ *   char magic[8] = "RKNNDBL1"; uint32 n_inputs, n_outputs, custom_len, flags (1: dynamic shape);
+ *   n_inputs + n_outputs tensor records
+ *     { char name[64]; uint32 n_dims; uint32 dims[4]; int32 fmt; int32 type; }
  *   custom_len bytes of custom string;
  *   float32 weights[rows][cols]; float32 bias[rows]
  * where cols = total input elements and rows = total output elements. rknn_run computes
  * y = weights . x + bias, x being every input read from its bound memory (converted from the bound
- * type and layout to the compiled layout) and concatenated, y split across the outputs in order.
+ * type and layout to the reported layout) and concatenated, y split across the outputs in order.
  *
- * What it enforces like a strict runtime: struct sizes passed to rknn_query, memory belonging to
- * the context it is bound on, attributes in rknn_set_io_mem naming a real tensor with consistent
- * dims/size, everything bound before rknn_run, live handles everywhere.
+ * Facts from Rockchip's documentation it enforces: struct sizes passed to rknn_query; memory bound
+ * on the context that created it; rknn_set_io_mem naming a real tensor with consistent dims and
+ * size, and 4-D inputs in NHWC (the zero-copy API takes no NCHW); everything bound before
+ * rknn_run; dynamic-shape models refuse rknn_dup_context and need rknn_set_input_shapes (4-D
+ * shapes as NHWC) before memory is bound or a run starts; live handles everywhere.
  * What it records: weight blobs allocated and alive (rknn_dup_context must share them), each
  * context's core mask, the address each run read its inputs from, runs in flight at once,
  * order violations (a context destroyed while it still owns memory, the weight-owning context
  * destroyed before its duplicates, calls on destroyed handles).
  *
  * Build variants drop a function to test missing symbols: -DRKNN_DOUBLE_WITHOUT_DUP_CONTEXT,
- * -DRKNN_DOUBLE_WITHOUT_SET_IO_MEM, -DRKNN_DOUBLE_WITHOUT_SET_CORE_MASK.
+ * -DRKNN_DOUBLE_WITHOUT_SET_IO_MEM, -DRKNN_DOUBLE_WITHOUT_SET_CORE_MASK,
+ * -DRKNN_DOUBLE_WITHOUT_SET_INPUT_SHAPES.
  *
  * Files: rknn_double.c (the ABI), rknn_double_model.c (model files, types, layouts),
  * rknn_double_record.c (failure injection, handles, instrumentation), rknn_double.h (shared state).
@@ -69,6 +73,7 @@ EXPORT int rknn_dup_context(rknn_context* context_in, rknn_context* context_out)
     if (context_in == NULL || context_out == NULL) return RKNN_ERR_PARAM_INVALID;
     ctx_t* src = lookup(*context_in);
     if (src == NULL) return RKNN_ERR_CTX_INVALID;
+    if (src->model->dynamic) return RKNN_ERR_FAIL; /* documented: no rknn_dup_context for dynamic shapes */
     ctx_t* c = calloc(1, sizeof *c);
     if (c == NULL) return RKNN_ERR_MALLOC_FAIL;
     c->model = src->model;
@@ -116,11 +121,16 @@ EXPORT int rknn_query(rknn_context context, rknn_query_cmd cmd, void* info, uint
             io->n_input = m->n_in; io->n_output = m->n_out;
             return RKNN_SUCC;
         }
+        case RKNN_QUERY_CURRENT_INPUT_ATTR:
+        case RKNN_QUERY_CURRENT_OUTPUT_ATTR:
+            /* only meaningful for a dynamic model whose shape has been chosen */
+            if (!m->dynamic || !c->shapes_set) return RKNN_ERR_PARAM_INVALID;
+            /* fall through */
         case RKNN_QUERY_INPUT_ATTR:
         case RKNN_QUERY_OUTPUT_ATTR: {
             if (size < sizeof(rknn_tensor_attr)) return RKNN_ERR_PARAM_INVALID;
             rknn_tensor_attr* a = info;
-            const int is_in = cmd == RKNN_QUERY_INPUT_ATTR;
+            const int is_in = cmd == RKNN_QUERY_INPUT_ATTR || cmd == RKNN_QUERY_CURRENT_INPUT_ATTR;
             const uint32_t index = a->index;
             if (index >= (is_in ? m->n_in : m->n_out)) return RKNN_ERR_PARAM_INVALID;
             const tensor_desc* t = &m->tensors[is_in ? index : m->n_in + index];
@@ -136,6 +146,23 @@ EXPORT int rknn_query(rknn_context context, rknn_query_cmd cmd, void* info, uint
             a->type = (rknn_tensor_type)t->type;
             a->qnt_type = RKNN_TENSOR_QNT_NONE;
             a->scale = 1.0f;
+            return RKNN_SUCC;
+        }
+        case RKNN_QUERY_INPUT_DYNAMIC_RANGE: {
+            if (size < sizeof(rknn_input_range)) return RKNN_ERR_PARAM_INVALID;
+            rknn_input_range* r = info;
+            const uint32_t index = r->index;
+            if (index >= m->n_in) return RKNN_ERR_PARAM_INVALID;
+            memset(r, 0, sizeof *r);
+            r->index = index;
+            if (!m->dynamic) return RKNN_SUCC; /* static: no shapes */
+            /* One shape, given as the source framework had it: NCHW for an ONNX image input. */
+            const tensor_desc* t = &m->tensors[index];
+            r->shape_number = 1;
+            r->n_dims = t->n_dims;
+            r->fmt = t->n_dims == 4 ? RKNN_TENSOR_NCHW : RKNN_TENSOR_UNDEFINED;
+            dims_in(t, r->fmt, r->dyn_range[0]);
+            memcpy(r->name, t->name, NAME_LEN);
             return RKNN_SUCC;
         }
         case RKNN_QUERY_SDK_VERSION: {
@@ -226,8 +253,9 @@ EXPORT int rknn_set_io_mem(rknn_context context, rknn_tensor_mem* mem, rknn_tens
             return RKNN_ERR_PARAM_INVALID;
         }
         if (is_in) {
-            const int layout_ok = t->n_dims == 4 ? (attr->fmt == RKNN_TENSOR_NCHW || attr->fmt == RKNN_TENSOR_NHWC)
-                                                 : (int32_t)attr->fmt == t->fmt;
+            if (m->dynamic && !c->shapes_set) return RKNN_ERR_INPUT_INVALID;
+            /* Rockchip's FAQ: with the zero-copy API a 4-D input is NHWC (or NC1HWC2), never NCHW. */
+            const int layout_ok = t->n_dims == 4 ? attr->fmt == RKNN_TENSOR_NHWC : (int32_t)attr->fmt == t->fmt;
             uint32_t expect[4];
             dims_in(t, attr->fmt, expect);
             if (!layout_ok || attr->n_dims != t->n_dims || memcmp(attr->dims, expect, t->n_dims * 4) != 0) {
@@ -249,6 +277,29 @@ EXPORT int rknn_set_io_mem(rknn_context context, rknn_tensor_mem* mem, rknn_tens
 }
 #endif
 
+#ifndef RKNN_DOUBLE_WITHOUT_SET_INPUT_SHAPES
+EXPORT int rknn_set_input_shapes(rknn_context context, uint32_t n_inputs, rknn_tensor_attr attr[]) {
+    ctx_t* c = lookup(context);
+    if (c == NULL) return RKNN_ERR_CTX_INVALID;
+    const model_t* m = c->model;
+    if (!m->dynamic) return RKNN_ERR_FAIL; /* only for dynamic-shape models */
+    if (attr == NULL || n_inputs != m->n_in) return RKNN_ERR_PARAM_INVALID;
+    for (uint32_t i = 0; i < n_inputs; ++i) {
+        /* The one exported shape, 4-D inputs as NHWC (the call takes NHWC or UNDEFINED). */
+        const tensor_desc* t = &m->tensors[i];
+        const int32_t fmt = t->n_dims == 4 ? RKNN_TENSOR_NHWC : RKNN_TENSOR_UNDEFINED;
+        uint32_t expect[4];
+        dims_in(t, fmt, expect);
+        if ((int32_t)attr[i].fmt != fmt || attr[i].n_dims != t->n_dims ||
+            memcmp(attr[i].dims, expect, t->n_dims * 4) != 0) {
+            return RKNN_ERR_PARAM_INVALID;
+        }
+    }
+    c->shapes_set = 1;
+    return RKNN_SUCC;
+}
+#endif
+
 static void sleep_us(unsigned us) {
     struct timespec ts = {(time_t)(us / 1000000u), (long)(us % 1000000u) * 1000L};
     nanosleep(&ts, NULL);
@@ -261,6 +312,7 @@ EXPORT int rknn_run(rknn_context context, rknn_run_extend* extend) {
     ctx_t* c = lookup(context);
     if (c == NULL) return RKNN_ERR_CTX_INVALID;
     const model_t* m = c->model;
+    if (m->dynamic && !c->shapes_set) return RKNN_ERR_INPUT_INVALID;
     for (uint32_t i = 0; i < m->n_in; ++i) if (c->in_mem[i] == NULL) return RKNN_ERR_INPUT_INVALID;
     for (uint32_t i = 0; i < m->n_out; ++i) if (c->out_mem[i] == NULL) return RKNN_ERR_OUTPUT_INVALID;
     pthread_mutex_lock(&g_mu);

@@ -12,6 +12,7 @@
 #define MAX_TENSORS 16
 #define MAX_CONTEXTS 256
 #define NAME_LEN 64
+#define MODEL_DYNAMIC 1u /* model file flag */
 
 typedef struct {
     char name[NAME_LEN];
@@ -27,6 +28,7 @@ typedef struct {
     int origin_alive;       /* the rknn_init context still exists */
     int dups_alive;
     uint32_t n_in, n_out, rows, cols;
+    int dynamic;            /* exported with one "dynamic" input shape, as Immich's detection models */
     tensor_desc tensors[2 * MAX_TENSORS];
     char custom[1024];
     float* blob;            /* weights then bias: the "weights" the NPU would hold */
@@ -37,6 +39,7 @@ typedef struct {
     int is_origin;
     int live_mems;
     uint32_t core_mask;
+    int shapes_set;         /* dynamic models: rknn_set_input_shapes was called */
     rknn_tensor_mem* in_mem[MAX_TENSORS];
     rknn_tensor_attr in_attr[MAX_TENSORS];
     rknn_tensor_mem* out_mem[MAX_TENSORS];

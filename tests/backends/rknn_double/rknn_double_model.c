@@ -83,14 +83,15 @@ void dims_in(const tensor_desc* t, int32_t fmt, uint32_t out[4]) {
 
 /* ---- model file ---- */
 int parse_model(const uint8_t* p, uint32_t size, model_t* m) {
-    uint32_t hdr[3];
-    if (size < 20 || memcmp(p, "RKNNDBL1", 8) != 0) return 0;
-    memcpy(hdr, p + 8, 12);
+    uint32_t hdr[4];
+    if (size < 24 || memcmp(p, "RKNNDBL1", 8) != 0) return 0;
+    memcpy(hdr, p + 8, 16);
     m->n_in = hdr[0]; m->n_out = hdr[1];
     const uint32_t custom_len = hdr[2];
+    m->dynamic = (hdr[3] & MODEL_DYNAMIC) != 0;
     if (m->n_in == 0 || m->n_out == 0 || m->n_in > MAX_TENSORS || m->n_out > MAX_TENSORS) return 0;
     if (custom_len >= sizeof m->custom) return 0;
-    size_t off = 20;
+    size_t off = 24;
     const size_t rec = NAME_LEN + 4 + 16 + 8;
     if (size < off + rec * (m->n_in + m->n_out) + custom_len) return 0;
     m->rows = m->cols = 0;
