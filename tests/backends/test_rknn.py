@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rknn_double as rd
+from rknn_double.bridge_support import double, libs  # noqa: F401 - fixtures are found by name
 
 from immich_ml.backends import rknn
 from immich_ml.backends.base import ModelArtifacts, Session, SessionOptions, Target
@@ -27,20 +28,6 @@ FUSED = rd.make_model(  # Immich-style export with the normalization in the grap
     custom='{"dims": [1, 8, 8, 3]}',
     seed=8,
 )
-
-
-@pytest.fixture(scope="module")
-def libs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    directory = tmp_path_factory.mktemp("rknn_double")
-    return {variant: rd.build(directory, variant) for variant in ("full", "no_dup")}
-
-
-@pytest.fixture
-def double(libs: dict[str, Path]) -> rd.Double:
-    d = rd.Double(libs["full"])
-    d.reset()
-    yield d
-    d.reset()
 
 
 def write_compatible(path: Path, *entries: str) -> Path:
