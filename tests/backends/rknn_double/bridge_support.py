@@ -1,9 +1,9 @@
-"""Fixtures and helpers shared by the RKNN bridge tests (test_rknn_bridge*.py)."""
+"""Fixtures and helpers shared by the RKNN tests (test_rknn.py, test_rknn_bridge*.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pytest
