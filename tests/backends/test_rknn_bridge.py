@@ -191,6 +191,38 @@ def test_half_to_float_matches_numpy_for_every_bit_pattern() -> None:
     assert np.array_equal(out.view(np.uint32), bits.view(np.float16).astype(np.float32).view(np.uint32))
 
 
+def test_half_to_float_is_exact_with_flush_to_zero() -> None:
+    """ONNX Runtime's set_denormal_as_zero turns on FTZ/DAZ for the thread that runs a session; a
+    worker may run RKNN outputs through the same thread, so widening must not depend on denormals."""
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Identity", ["x"], ["y"])], "identity",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])])
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    result: dict[str, object] = {}
+
+    def on_a_flushing_thread() -> None:  # FTZ/DAZ are per thread: keep them off the test thread
+        options = ort.SessionOptions()
+        options.add_session_config_entry("session.set_denormal_as_zero", "1")
+        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        session.run(None, {"x": np.ones(1, np.float32)})
+        result["flushing"] = float(np.float32(1e-40) * np.float32(1.0)) == 0.0
+        bits = np.arange(1 << 16, dtype=np.uint16)
+        out = np.empty(bits.shape, dtype=np.float32)
+        _rknn.half_to_float_into(bits, out)
+        result["exact"] = np.array_equal(out.view(np.uint32), bits.view(np.float16).astype(np.float32).view(np.uint32))
+
+    thread = threading.Thread(target=on_a_flushing_thread)
+    thread.start()
+    thread.join()
+    if not result.get("flushing"):
+        pytest.skip("this ONNX Runtime build does not flush denormals on the calling thread")
+    assert result["exact"]
+
+
 # ---- dynamic-shape models (Immich exports detection with one "dynamic" input shape) -------------
 
 
