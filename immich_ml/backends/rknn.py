@@ -75,8 +75,7 @@ def library_path(settings: Settings, library: str | None = None) -> str:
     """``library`` if given, else ``settings.rknn_library`` (MACHINE_LEARNING_RKNN_LIBRARY), else the default."""
     if library:
         return library
-    configured: object = getattr(settings, "rknn_library", None)
-    return configured if isinstance(configured, str) and configured else DEFAULT_LIBRARY
+    return settings.rknn_library or DEFAULT_LIBRARY
 
 
 def load_runtime(path: str) -> _rknn.Runtime:
