@@ -207,6 +207,19 @@ def test_faces_partly_or_fully_outside_the_image() -> None:
     assert (out[-2:] == 0).all()
 
 
+def test_read_only_inputs_are_accepted() -> None:
+    rng = np.random.default_rng(9)
+    image, landmarks = make_image(9), face_landmarks(rng, 2)
+    expected = np.zeros((2, 3, 112, 112), np.float32)
+    align_faces_into(image, landmarks, expected)
+    image.setflags(write=False)
+    landmarks.setflags(write=False)
+    found = np.zeros((2, 3, 112, 112), np.float32)
+    align_faces_into(image, landmarks, found)
+    np.testing.assert_array_equal(found, expected)
+    np.testing.assert_allclose(similarity_transform(landmarks[0]), umeyama(landmarks[0], TEMPLATE), atol=1e-9)
+
+
 def test_only_the_target_slots_are_written() -> None:
     rng = np.random.default_rng(6)
     image = make_image(6)
