@@ -141,6 +141,16 @@ def test_degenerate_landmarks_give_zero_matrix_and_black_crop(landmarks) -> None
     assert (interleaved[1] == 0).all() and (interleaved[0] == 9).all()
 
 
+@pytest.mark.parametrize("offset", [1e7, -1e12, 3e38])
+def test_landmarks_far_outside_give_black_crops(offset) -> None:
+    landmarks = (TEMPLATE + offset).astype(np.float32)
+    matrix = similarity_transform(landmarks)
+    assert np.isfinite(matrix).all()
+    out = np.full((1, 3, 112, 112), 9.0, np.float32)
+    align_faces_into(make_image(), landmarks[None], out)
+    assert (out == -1.0).all()
+
+
 # --- warp -----------------------------------------------------------------------------------------
 
 
