@@ -115,17 +115,20 @@ class InferenceModel(ABC):
         """Load if needed, then run ``request``. The model cannot be unloaded while a call runs."""
         with self._lock:
             self._active += 1
+        succeeded = False
         try:
             self.load()
             session = self._session
             if session is None:  # pragma: no cover - load() either sets it or raises
                 raise ModelLoadError(f"Failed to load model '{self.spec.name}'")
-            return self._predict(session, request, stages)
+            result = self._predict(session, request, stages)
+            succeeded = True
+            return result
         finally:
             with self._lock:
                 self._active -= 1
                 self._last_used = time.monotonic()
-                self.runs += 1
+                self.runs += succeeded
 
     def load(self) -> None:
         """Open the session once; concurrent callers wait for the first one's result."""
