@@ -144,11 +144,17 @@ class InferenceModel(ABC):
             log.info("%s %s model '%s' to memory", attempt, self.spec.type.value, self.spec.name)
             try:
                 session = self._load_with_retry()
-            except ImmichMLError as exc:
+            except Exception as exc:
+                error = exc if isinstance(exc, ImmichMLError) else ModelLoadError(
+                    f"Failed to load model '{self.spec.name}': {type(exc).__name__}: {exc}"
+                )
                 self.state = "failed"
-                self.last_error = exc.message
+                self.last_error = error.message
                 self._reset()
-                raise
+                if error is exc:
+                    raise
+                raise error from exc
+            self._attempts = 0  # the next "Attempt #2" line only ever follows a failure
             self.load_time_s = time.perf_counter() - start
             self._placement = session.placement
             self._session = session
