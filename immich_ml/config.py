@@ -246,8 +246,9 @@ def _log_level(name: str, value: str) -> str:
 
 def _preload(env: _Reader, deprecated: list[str]) -> PreloadModels:
     p = "MACHINE_LEARNING_PRELOAD__"
-    clip = env.get(p + "CLIP", _names, ())
-    faces = env.get(p + "FACIAL_RECOGNITION", _names, ())
+    none: tuple[str, ...] = ()
+    clip = env.get(p + "CLIP", _names, none)
+    faces = env.get(p + "FACIAL_RECOGNITION", _names, none)
     if clip:
         deprecated.append(p + "CLIP (use " + p + "CLIP__TEXTUAL and " + p + "CLIP__VISUAL)")
     if faces:

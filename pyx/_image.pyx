@@ -14,7 +14,7 @@ def plan(int mode, int64_t src_h, int64_t src_w, int64_t dst_h, int64_t dst_w):
     return (status, g.resized_w, g.resized_h, g.crop_x, g.crop_y, g.region_w, g.region_h, g.scale)
 
 
-cdef image.Source _source(const uint8_t[:, :, ::1] img) noexcept:
+cdef image.Source _source(const uint8_t[:, :, :] img) noexcept:
     cdef image.Source src
     src.data = &img[0, 0, 0]
     src.height = img.shape[0]
@@ -29,7 +29,7 @@ cdef image.Geometry _geometry(tuple geometry) except *:
     return g
 
 
-def resize_normalize_chw(const uint8_t[:, :, ::1] img, float[:, :, :, ::1] out, Py_ssize_t index,
+def resize_normalize_chw(const uint8_t[:, :, :] img, float[:, :, :, ::1] out, Py_ssize_t index,
                          tuple geometry, int filter, float scale, tuple mean, tuple std,
                          int threads):
     """Fills out[index] (3, H, W) float32; returns the kernel status (0 = ok)."""
@@ -49,7 +49,7 @@ def resize_normalize_chw(const uint8_t[:, :, ::1] img, float[:, :, :, ::1] out, 
     return status
 
 
-def resize_hwc(const uint8_t[:, :, ::1] img, uint8_t[:, :, :, ::1] out, Py_ssize_t index,
+def resize_hwc(const uint8_t[:, :, :] img, uint8_t[:, :, :, ::1] out, Py_ssize_t index,
                tuple geometry, int filter, int threads):
     """Fills out[index] (H, W, 3) uint8; returns the kernel status (0 = ok)."""
     cdef image.Source src = _source(img)
@@ -61,3 +61,8 @@ def resize_hwc(const uint8_t[:, :, ::1] img, uint8_t[:, :, :, ::1] out, Py_ssize
     with nogil:
         status = image.resize_hwc(src, g, <image.Filter>filter, dst, out_h, out_w, threads)
     return status
+
+
+def set_vector_kernels(bint enabled):
+    """Use AVX2 loops where the CPU has them (True) or force the portable loops; returns the old value."""
+    return image.set_vector_kernels(enabled)

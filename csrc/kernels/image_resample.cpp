@@ -16,11 +16,16 @@ namespace {
 
 using detail::AxisWeights;
 
+constexpr int kMaxThreads = 64;
+// Fewer rows than this per thread do not pay for starting the thread.
+constexpr int64_t kMinRowsPerThread = 16;
+
 // Runs fn(worker, begin, end) over [0, n) split into `threads` contiguous chunks. A thread that
 // cannot be started runs its chunk on the calling thread instead, so this never fails.
 template <class Fn>
 void run_parallel(int threads, int64_t n, const Fn& fn) noexcept {
-  const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(threads, n));
+  const int64_t parts =
+      std::max<int64_t>(1, std::min<int64_t>(threads, n / kMinRowsPerThread));
   if (parts == 1) {
     fn(0, int64_t{0}, n);
     return;
@@ -45,38 +50,35 @@ void run_parallel(int threads, int64_t n, const Fn& fn) noexcept {
 }
 
 // Writes rows of normalised float32 into 3 planes; pixels right of / below the region get the
-// normalised value of a zero pixel.
+// normalised value of a zero pixel. (p * scale - mean) / std is applied as p * gain + bias with
+// gain = scale / std and bias = -mean / std, like Immich's own normalisation.
 class ChwSink {
  public:
   ChwSink(const Normalization& norm, float* out, int64_t out_h, int64_t out_w)
-      : out_(out), plane_(out_h * out_w), out_w_(out_w) {
+      : out_(out), plane_(out_h * out_w), out_w_(out_w), convert_(detail::pick_planar()) {
     for (int c = 0; c < 3; ++c) {
-      for (int v = 0; v < 256; ++v) {
-        lut_[c][v] = (static_cast<float>(v) * norm.scale - norm.mean[c]) / norm.std[c];
-      }
+      const double std_c = static_cast<double>(norm.std[c]);
+      gain_[c] = static_cast<float>(static_cast<double>(norm.scale) / std_c);
+      bias_[c] = static_cast<float>(-static_cast<double>(norm.mean[c]) / std_c);
     }
   }
   void row(int64_t y, const uint8_t* rgb, int64_t width) const noexcept {
     float* r = out_ + y * out_w_;
-    float* g = r + plane_;
-    float* b = g + plane_;
-    for (int64_t x = 0; x < width; ++x) {
-      r[x] = lut_[0][rgb[3 * x + 0]];
-      g[x] = lut_[1][rgb[3 * x + 1]];
-      b[x] = lut_[2][rgb[3 * x + 2]];
-    }
+    convert_(rgb, width, gain_, bias_, r, r + plane_, r + 2 * plane_);
     fill(y, width);
   }
   void fill(int64_t y, int64_t from_x) const noexcept {
     float* r = out_ + y * out_w_;
-    for (int c = 0; c < 3; ++c) std::fill(r + c * plane_ + from_x, r + c * plane_ + out_w_, lut_[c][0]);
+    for (int c = 0; c < 3; ++c) std::fill(r + c * plane_ + from_x, r + c * plane_ + out_w_, bias_[c]);
   }
 
  private:
   float* out_;
   int64_t plane_;
   int64_t out_w_;
-  float lut_[3][256];
+  detail::PlanarRowFn convert_;
+  float gain_[3];
+  float bias_[3];
 };
 
 class HwcSink {
@@ -116,18 +118,26 @@ bool vertical_first(const Source& src, const Geometry& g) noexcept {
          src.height - g.resized_h > 2 * (src.width - g.resized_w);
 }
 
-// Vertical pass for one output row: taps of `w` (output index i) over rows of `base` (row r at
-// base + r * stride), n bytes wide, rounded into `out`.
-inline void vertical_row(detail::AccumulateFn accumulate, const AxisWeights& w, int64_t i,
-                         const uint8_t* base, int64_t stride, int64_t n, int32_t* acc,
-                         uint8_t* out) noexcept {
-  std::fill(acc, acc + n, detail::kHalf);
-  const int64_t first = w.start[static_cast<size_t>(i)];
-  const int32_t* k = w.coeffs.data() + i * w.stride;
-  for (int32_t t = 0; t < w.count[static_cast<size_t>(i)]; ++t) {
-    accumulate(acc, base + (first + t) * stride, k[t], n);
+// Vertical pass for output row i of `w`, reading rows of `base` (row r at base + r * stride).
+inline void vertical_row(detail::VerticalRowFn fn, const AxisWeights& w, int64_t i,
+                         const uint8_t* base, int64_t stride, int64_t n, uint8_t* out) noexcept {
+  fn(base + w.start[static_cast<size_t>(i)] * stride, stride, w.coeffs.data() + i * w.stride,
+     w.count[static_cast<size_t>(i)], n, out);
+}
+
+// Horizontal pass over `rows` (1..kRowBlock) consecutive rows: source row b at src + b * src_stride,
+// output row b at out + b * out_stride.
+void horizontal_block(const detail::HorizontalKernel& kernel, const uint8_t* src, int64_t src_stride,
+                      int64_t src_width, const AxisWeights& w, uint8_t* out, int64_t out_stride,
+                      int64_t rows) noexcept {
+  const uint8_t* in_rows[detail::kRowBlock];
+  uint8_t* out_rows[detail::kRowBlock];
+  for (int64_t b = 0; b < detail::kRowBlock; ++b) {
+    const int64_t r = std::min(b, rows - 1);
+    in_rows[b] = src + r * src_stride;
+    out_rows[b] = out + r * out_stride;
   }
-  for (int64_t j = 0; j < n; ++j) out[j] = detail::clip8(acc[j]);
+  kernel.rows(in_rows, src_width, w, out_rows);
 }
 
 template <class Sink>
@@ -137,7 +147,8 @@ Status run(const Source& src, const Geometry& g, Filter filter, const Sink& sink
       filter < kBilinear || filter > kLanczos) {
     return kInvalidArgument;
   }
-  if (threads < 1) threads = 1;
+  // More threads than this only adds start-up cost for images of any realistic size.
+  threads = std::min(std::max(threads, 1), kMaxThreads);
   // Like Pillow, an axis whose size does not change is not resampled at all.
   const bool need_h = g.resized_w != src.width;
   const bool need_v = g.resized_h != src.height;
@@ -145,8 +156,9 @@ Status run(const Source& src, const Geometry& g, Filter filter, const Sink& sink
   const int64_t width3 = g.region_w * 3;
   AxisWeights wx, wy;
   std::vector<uint8_t> intermediate;
-  std::vector<int32_t> acc;
   std::vector<uint8_t> rowbuf;
+  const detail::HorizontalKernel horizontal = detail::pick_horizontal();
+  const detail::VerticalRowFn vertical = detail::pick_vertical();
   // Source rows/columns the first pass reads.
   int64_t row_lo = g.crop_y, row_hi = g.crop_y + g.region_h;
   int64_t col_lo = g.crop_x, col_hi = g.crop_x + g.region_w;
@@ -162,44 +174,39 @@ Status run(const Source& src, const Geometry& g, Filter filter, const Sink& sink
       col_lo = wx.start.front();
       col_hi = 0;
       for (size_t i = 0; i < wx.start.size(); ++i) col_hi = std::max(col_hi, wx.start[i] + wx.count[i]);
+      horizontal.prepare(&wx);
     }
-    // Widest row any pass accumulates or rounds into.
-    const int64_t row_bytes = v_first ? (col_hi - col_lo) * 3 : width3;
     if (v_first) {
       // The horizontal pass then reads the intermediate, whose column 0 is source column col_lo.
       for (auto& s : wx.start) s -= col_lo;
-      intermediate.resize(static_cast<size_t>(g.region_h * row_bytes));
+      intermediate.resize(static_cast<size_t>(g.region_h * (col_hi - col_lo) * 3));
     } else if (need_h) {
       intermediate.resize(static_cast<size_t>((row_hi - row_lo) * width3));
     }
-    acc.resize(static_cast<size_t>(threads * row_bytes));
-    rowbuf.resize(static_cast<size_t>(threads * std::max(row_bytes, width3)));
+    rowbuf.resize(static_cast<size_t>(threads * detail::kRowBlock * width3));
   } catch (...) {
     return kOutOfMemory;
   }
-  const detail::HorizontalRowFn horizontal = detail::pick_horizontal();
-  const detail::AccumulateFn accumulate = detail::pick_accumulate();
-
   if (v_first) {
     const int64_t inter_w = col_hi - col_lo;
     const int64_t inter_bytes = inter_w * 3;
     uint8_t* tmp = intermediate.data();
-    run_parallel(threads, g.region_h, [&](int worker, int64_t begin, int64_t end) {
+    run_parallel(threads, g.region_h, [&](int, int64_t begin, int64_t end) {
       for (int64_t y = begin; y < end; ++y) {
-        vertical_row(accumulate, wy, y, src.data + col_lo * 3, src.row_stride, inter_bytes,
-                     acc.data() + worker * inter_bytes, tmp + y * inter_bytes);
+        vertical_row(vertical, wy, y, src.data + col_lo * 3, src.row_stride, inter_bytes,
+                     tmp + y * inter_bytes);
       }
     });
     run_parallel(threads, out_h, [&](int worker, int64_t begin, int64_t end) {
-      uint8_t* out = rowbuf.data() + worker * std::max(inter_bytes, width3);
-      for (int64_t y = begin; y < end; ++y) {
-        if (y >= g.region_h) {
-          sink.fill(y, 0);
-          continue;
-        }
-        horizontal(tmp + y * inter_bytes, inter_w, wx, out);
-        sink.row(y, out, g.region_w);
+      uint8_t* block = rowbuf.data() + worker * detail::kRowBlock * width3;
+      const int64_t last = std::min(end, g.region_h);
+      for (int64_t y = begin; y < last; y += detail::kRowBlock) {
+        const int64_t rows = std::min<int64_t>(detail::kRowBlock, last - y);
+        horizontal_block(horizontal, tmp + y * inter_bytes, inter_bytes, inter_w, wx, block, width3,
+                         rows);
+        for (int64_t b = 0; b < rows; ++b) sink.row(y + b, block + b * width3, g.region_w);
       }
+      for (int64_t y = std::max(begin, g.region_h); y < end; ++y) sink.fill(y, 0);
     });
     return kOk;
   }
@@ -210,8 +217,10 @@ Status run(const Source& src, const Geometry& g, Filter filter, const Sink& sink
   if (need_h) {
     uint8_t* tmp = intermediate.data();
     run_parallel(threads, row_hi - row_lo, [&](int, int64_t begin, int64_t end) {
-      for (int64_t r = begin; r < end; ++r) {
-        horizontal(src.data + (row_lo + r) * src.row_stride, src.width, wx, tmp + r * width3);
+      for (int64_t r = begin; r < end; r += detail::kRowBlock) {
+        horizontal_block(horizontal, src.data + (row_lo + r) * src.row_stride, src.row_stride,
+                         src.width, wx, tmp + r * width3, width3,
+                         std::min<int64_t>(detail::kRowBlock, end - r));
       }
     });
     in_base = tmp - row_lo * width3;
@@ -228,8 +237,7 @@ Status run(const Source& src, const Geometry& g, Filter filter, const Sink& sink
         sink.row(y, in_base + (g.crop_y + y) * in_stride, g.region_w);
       } else {
         uint8_t* out = rowbuf.data() + worker * width3;
-        vertical_row(accumulate, wy, y, in_base, in_stride, width3, acc.data() + worker * width3,
-                     out);
+        vertical_row(vertical, wy, y, in_base, in_stride, width3, out);
         sink.row(y, out, g.region_w);
       }
     }

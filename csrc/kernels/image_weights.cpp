@@ -1,4 +1,5 @@
 // Resample weights (Pillow's convolution definition) and the portable scalar passes.
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <vector>
@@ -11,6 +12,14 @@ namespace detail {
 namespace {
 
 constexpr double kPi = 3.14159265358979323846;
+
+std::atomic<bool> g_vector_kernels{true};
+
+#ifdef IMMICH_IMAGE_X86
+bool use_avx2() noexcept {
+  return g_vector_kernels.load(std::memory_order_relaxed) && __builtin_cpu_supports("avx2");
+}
+#endif
 
 double filter_support(Filter filter) {
   switch (filter) {
@@ -92,43 +101,66 @@ void build_axis_weights(Filter filter, int64_t in_size, int64_t out_size, int64_
   }
 }
 
-void horizontal_row_scalar(const uint8_t* src_row, int64_t /*src_width*/, const AxisWeights& w,
-                           uint8_t* out_row) {
+void horizontal_rows_scalar(const uint8_t* const* src_rows, int64_t /*src_width*/,
+                            const AxisWeights& w, uint8_t* const* out_rows) {
   const int64_t n = static_cast<int64_t>(w.start.size());
-  for (int64_t i = 0; i < n; ++i) {
-    const uint8_t* p = src_row + w.start[static_cast<size_t>(i)] * 3;
-    const int32_t* k = w.coeffs.data() + i * w.stride;
-    const int32_t count = w.count[static_cast<size_t>(i)];
-    int32_t s0 = kHalf, s1 = kHalf, s2 = kHalf;
-    for (int32_t t = 0; t < count; ++t) {
-      s0 += p[3 * t + 0] * k[t];
-      s1 += p[3 * t + 1] * k[t];
-      s2 += p[3 * t + 2] * k[t];
-    }
-    out_row[3 * i + 0] = clip8(s0);
-    out_row[3 * i + 1] = clip8(s1);
-    out_row[3 * i + 2] = clip8(s2);
+  for (int r = 0; r < kRowBlock; ++r) {
+    if (r > 0 && out_rows[r] == out_rows[r - 1]) continue;  // a repeated tail row
+    for (int64_t i = 0; i < n; ++i) horizontal_pixel(src_rows[r], w, i, out_rows[r] + 3 * i);
   }
 }
 
-void accumulate_scalar(int32_t* acc, const uint8_t* row, int32_t weight, int64_t n) {
-  for (int64_t j = 0; j < n; ++j) acc[j] += row[j] * weight;
+void prepare_horizontal_scalar(AxisWeights*) {}
+
+void vertical_row_scalar(const uint8_t* first_row, int64_t stride, const int32_t* k, int32_t count,
+                         int64_t n, uint8_t* out) {
+  // Blocks of columns keep the accumulators in cache (or registers) across all taps.
+  constexpr int64_t kBlock = 64;
+  int32_t acc[kBlock];
+  for (int64_t j0 = 0; j0 < n; j0 += kBlock) {
+    const int64_t m = n - j0 < kBlock ? n - j0 : kBlock;
+    for (int64_t j = 0; j < m; ++j) acc[j] = kHalf;
+    for (int32_t t = 0; t < count; ++t) {
+      const uint8_t* row = first_row + t * stride + j0;
+      const int32_t weight = k[t];
+      for (int64_t j = 0; j < m; ++j) acc[j] += row[j] * weight;
+    }
+    for (int64_t j = 0; j < m; ++j) out[j0 + j] = clip8(acc[j]);
+  }
 }
 
-HorizontalRowFn pick_horizontal() noexcept {
-#ifdef IMMICH_IMAGE_X86
-  if (__builtin_cpu_supports("avx2")) return horizontal_row_avx2;
-#endif
-  return horizontal_row_scalar;
+void planar_row_scalar(const uint8_t* rgb, int64_t n, const float* gain, const float* bias, float* r,
+                       float* g, float* b) {
+  for (int64_t x = 0; x < n; ++x) {
+    r[x] = static_cast<float>(rgb[3 * x + 0]) * gain[0] + bias[0];
+    g[x] = static_cast<float>(rgb[3 * x + 1]) * gain[1] + bias[1];
+    b[x] = static_cast<float>(rgb[3 * x + 2]) * gain[2] + bias[2];
+  }
 }
 
-AccumulateFn pick_accumulate() noexcept {
+HorizontalKernel pick_horizontal() noexcept {
 #ifdef IMMICH_IMAGE_X86
-  if (__builtin_cpu_supports("avx2")) return accumulate_avx2;
+  if (use_avx2()) return {prepare_horizontal_avx2, horizontal_rows_avx2};
 #endif
-  return accumulate_scalar;
+  return {prepare_horizontal_scalar, horizontal_rows_scalar};
+}
+
+VerticalRowFn pick_vertical() noexcept {
+#ifdef IMMICH_IMAGE_X86
+  if (use_avx2()) return vertical_row_avx2;
+#endif
+  return vertical_row_scalar;
+}
+
+PlanarRowFn pick_planar() noexcept {
+#ifdef IMMICH_IMAGE_X86
+  if (use_avx2()) return planar_row_avx2;
+#endif
+  return planar_row_scalar;
 }
 
 }  // namespace detail
+
+bool set_vector_kernels(bool enabled) noexcept { return detail::g_vector_kernels.exchange(enabled); }
 }  // namespace image
 }  // namespace immich

@@ -33,3 +33,6 @@ def resize_hwc(
     threads: int,
 ) -> int:
     """Fills out[index] (H, W, 3) uint8; returns the kernel status (0 ok, 1 bad argument, 2 no memory)."""
+
+def set_vector_kernels(enabled: bool) -> bool:
+    """Use AVX2 loops where the CPU has them (True) or force the portable loops; returns the old value."""

@@ -37,7 +37,9 @@ def l2_normalize_rows(x: NDArray[np.float32]) -> NDArray[np.float32]:
     if x.ndim not in (1, 2):
         raise InvalidInput(f"x must have shape (rows, dim) or (dim,), got {x.shape}.")
     out = np.empty_like(x)
-    _embed.l2_normalize_rows(x.reshape(-1, x.shape[-1]), out.reshape(-1, x.shape[-1]))
+    if x.size:
+        rows = x.reshape(-1, x.shape[-1])
+        _embed.l2_normalize_rows(rows, out.reshape(rows.shape))
     return out
 
 

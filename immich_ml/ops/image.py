@@ -70,7 +70,8 @@ def decode_image(
                 f"Image is {width}x{height} = {width * height} pixels, more than the limit of "
                 f"{max_pixels} pixels"
             )
-        if min_side is not None and min_side > 0 and img.format == "JPEG":
+        # MPO (phone cameras' multi-picture JPEG) decodes its first frame with the JPEG decoder.
+        if min_side is not None and min_side > 0 and img.format in ("JPEG", "MPO"):
             img.draft("RGB", (min_side, min_side))
         try:
             img.load()

@@ -70,6 +70,10 @@ Status resize_normalize_chw(const Source& src, const Geometry& geometry, Filter 
 Status resize_hwc(const Source& src, const Geometry& geometry, Filter filter, uint8_t* out,
                   int64_t out_h, int64_t out_w, int threads) noexcept;
 
+// Vector (AVX2) inner loops are used when the CPU has them; false forces the portable C++ loops
+// (they compute the same integers; tests compare the two). Process-wide; returns the old value.
+bool set_vector_kernels(bool enabled) noexcept;
+
 }  // namespace image
 }  // namespace immich
 
