@@ -67,7 +67,7 @@ def clip_reference(pil: Image.Image) -> NDArray[np.float32]:
     left, top = int(resized.width / 2 - s / 2), int(resized.height / 2 - s / 2)
     cropped = resized.crop((left, top, left + s, top + s))
     x = np.asarray(cropped, dtype=np.float32) / 255.0
-    x = (x - MEAN) / STD
+    x = ((x - MEAN) / STD).astype(np.float32, copy=False)
     return np.expand_dims(x.transpose(2, 0, 1), 0)
 
 
@@ -91,8 +91,8 @@ def letterbox_cv2_reference(img: NDArray[np.uint8]) -> NDArray[np.float32]:
     nw, nh = letterbox_size(*img.shape[:2])
     canvas = np.zeros((640, 640, 3), np.uint8)
     canvas[:nh, :nw] = cv2.resize(img, (nw, nh))
-    blob: NDArray[np.float32] = cv2.dnn.blobFromImage(canvas, 1.0 / 128, (640, 640), (127.5, 127.5, 127.5), swapRB=True)
-    return blob
+    blob = cv2.dnn.blobFromImage(canvas, 1.0 / 128, (640, 640), (127.5, 127.5, 127.5), swapRB=True)
+    return np.asarray(blob, dtype=np.float32)
 
 
 def main() -> None:

@@ -149,6 +149,7 @@ class OrtSession:
         self._closed = False
         self._fallbacks = 0
         self._state = self._open_from(0, fallback_reason)
+        self._placement = self._state.placement
         self._inputs = tuple(_spec(i) for i in self._state.session.get_inputs())
         self._outputs = tuple(_spec(o) for o in self._state.session.get_outputs())
 
@@ -164,7 +165,8 @@ class OrtSession:
 
     @property
     def placement(self) -> Placement:
-        return self._state.placement
+        """Where the model runs now (after a fallback: the new provider); kept after ``close``."""
+        return self._placement
 
     @contextmanager
     def bind(self, shapes: Mapping[str, tuple[int, ...]]) -> Iterator[BoundCall]:
@@ -191,6 +193,8 @@ class OrtSession:
     def close(self) -> None:
         """Drop the InferenceSession (runtime memory goes with its last in-flight call)."""
         with self._lock:
+            if self._closed:
+                return
             self._closed = True
             state = self._state
             del self._state
@@ -245,6 +249,7 @@ class OrtSession:
                 return  # another thread already moved the model on
             self._fallbacks += 1
             self._state = self._open_from(failed.index + 1, self._failure_text(failure), failure)
+            self._placement = self._state.placement
 
     # --- opening --------------------------------------------------------------------------------
 

@@ -111,9 +111,12 @@ def test_concurrent_bind_and_run(arcface_artifacts: ModelArtifacts) -> None:
 def test_close_releases_the_runtime_session(arcface_artifacts: ModelArtifacts) -> None:
     session = open_cpu(arcface_artifacts)
     ref = weakref.ref(session._state.session)
+    placement = session.placement
     session.close()
+    session.close()  # idempotent
     gc.collect()
     assert ref() is None
+    assert session.placement == placement  # still reportable in health after unloading
     with pytest.raises(BackendError, match="closed"):
         session.run({NAME: nets.faces(1)})
 
@@ -173,6 +176,7 @@ def _pretend_on_cuda(session: OrtSession) -> None:
     session._state = _Loaded(
         _FailingRun(state.session), 0, replace(state.placement, provider=P.CUDA), state.output_names, None
     )
+    session._placement = session._state.placement
 
 
 def test_run_time_provider_failure_moves_model(
