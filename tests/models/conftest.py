@@ -1,14 +1,14 @@
-"""Fixtures for the model layer: a settings object on a temporary cache, tiny repositories, a fake hub."""
+"""Fixtures for the model layer: a settings object on a temporary cache, a fake hub, recording sessions."""
 
 from __future__ import annotations
 
-import dataclasses
-import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fakehub import FakeHub
+from model_testing import RecordingSession
 
 from immich_ml.config import Settings
 
@@ -32,13 +32,18 @@ def fake_hub() -> Iterator[FakeHub]:
         yield hub
 
 
-def with_settings(settings: Settings, **changes: object) -> Settings:
-    return dataclasses.replace(settings, **changes)  # type: ignore[arg-type]
+@pytest.fixture
+def recording(monkeypatch: pytest.MonkeyPatch) -> list[RecordingSession]:
+    """Every session opened during the test, wrapped in a :class:`RecordingSession`."""
+    from immich_ml.backends import registry
 
+    sessions: list[RecordingSession] = []
+    real = registry.open_session
 
-def closed_port_endpoint() -> str:
-    """An endpoint nothing listens on: any request fails to connect (what offline looks like)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+    def open_session(*args: Any, **kwargs: Any) -> Any:
+        wrapped = RecordingSession(real(*args, **kwargs))
+        sessions.append(wrapped)
+        return wrapped
+
+    monkeypatch.setattr(registry, "open_session", open_session)
+    return sessions
