@@ -101,6 +101,8 @@ class Settings:
     ann_tuning_level: int = 2
     rknn: bool = True
     rknn_threads: int = 1
+    # Path or soname of Rockchip's runtime library (immich_ml addition; Immich used rknn-toolkit-lite2).
+    rknn_library: str = "librknnrt.so"
     preload: PreloadModels = field(default_factory=PreloadModels)
     max_batch_size: MaxBatchSize = field(default_factory=MaxBatchSize)
     openvino_precision: str = "FP32"
@@ -305,6 +307,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ann_tuning_level=env.get(m + "ANN_TUNING_LEVEL", _int(0, 3), defaults.ann_tuning_level),
         rknn=env.get(m + "RKNN", _bool, defaults.rknn),
         rknn_threads=env.get(m + "RKNN_THREADS", _int(1, 16), defaults.rknn_threads),
+        rknn_library=env.get(m + "RKNN_LIBRARY", _text, defaults.rknn_library),
         preload=_preload(env, deprecated),
         max_batch_size=MaxBatchSize(
             facial_recognition=env.get(

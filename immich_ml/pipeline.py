@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import logging
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -59,6 +60,7 @@ class Pipeline:
         self._store = store or ModelStore(settings, formats=registry.preferred_formats(settings, target))
         self._manager = ModelManager(settings, target, self._store)
         self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
 
     @property
     def manager(self) -> ModelManager:
@@ -167,9 +169,10 @@ class Pipeline:
         return [f.result() for f in futures]
 
     def _executor(self) -> ThreadPoolExecutor:
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="immich-ml-entry")
-        return self._pool
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="immich-ml-entry")
+            return self._pool
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -191,9 +194,11 @@ class Pipeline:
         return self._manager.status()
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+        """Unload every model (even one in use: call when no request can arrive any more)."""
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
         self._manager.close()
 
 

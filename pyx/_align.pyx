@@ -27,8 +27,8 @@ def align_faces_planar(
     const float[:, :, ::1] landmarks,
     float[:, :, :, ::1] out,
     Py_ssize_t start,
-    double mean,
-    double std,
+    float mean,
+    float scale,
 ) -> None:
     """image (H, W, 3) uint8, landmarks (N, 5, 2) float32, out (B, 3, 112, 112) float32;
     face i goes to slot start + i."""
@@ -37,7 +37,7 @@ def align_faces_planar(
         return
     with nogil:
         align.align_faces(&image[0, 0, 0], image.shape[0], image.shape[1], image.strides[0],
-                          &landmarks[0, 0, 0], count, mean, std, &out[start, 0, 0, 0], NULL)
+                          &landmarks[0, 0, 0], count, mean, scale, &out[start, 0, 0, 0], NULL)
 
 
 def align_faces_interleaved(

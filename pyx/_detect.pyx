@@ -9,13 +9,49 @@ cimport detect
 
 
 def decode_workspace_bytes(int64_t capacity) -> int:
-    """Bytes of uint8 scratch ``decode_scrfd`` needs for ``capacity`` anchors."""
+    """Bytes of uint8 scratch ``decode_scrfd`` needs for ``capacity`` candidates."""
     return detect.decode_workspace_bytes(capacity)
 
 
 def nms_workspace_bytes(int64_t count) -> int:
     """Bytes of uint8 scratch ``nms`` needs for ``count`` boxes."""
     return detect.nms_workspace_bytes(count)
+
+
+cdef vector[detect.ScrfdLevel] _levels(list scores, list distances, list keypoints,
+                                       list grid_widths, list strides) except *:
+    """Level descriptors pointing into the arrays, which the caller's lists keep alive."""
+    cdef vector[detect.ScrfdLevel] levels
+    cdef detect.ScrfdLevel level
+    cdef const float[::1] view
+    cdef Py_ssize_t i
+    levels.resize(len(scores))
+    for i in range(len(scores)):
+        view = scores[i]
+        level.count = view.shape[0]
+        level.scores = &view[0] if view.shape[0] else NULL
+        level.distances = NULL
+        level.keypoints = NULL
+        level.grid_width = 0
+        level.stride = 0
+        if distances is not None:
+            view = distances[i]
+            level.distances = &view[0] if view.shape[0] else NULL
+            view = keypoints[i]
+            level.keypoints = &view[0] if view.shape[0] else NULL
+            level.grid_width = grid_widths[i]
+            level.stride = strides[i]
+        levels[i] = level
+    return levels
+
+
+def count_candidates(list scores, float min_score) -> int:
+    """Anchors with a finite score >= min_score over flat float32 score heads."""
+    cdef vector[detect.ScrfdLevel] levels = _levels(scores, None, None, None, None)
+    cdef int64_t count
+    with nogil:
+        count = detect.count_candidates(levels.data(), <int>levels.size(), min_score)
+    return count
 
 
 def decode_scrfd(
@@ -35,31 +71,14 @@ def decode_scrfd(
     unsigned char[::1] workspace,
 ) -> int:
     """Per level ``i``: flat float32 heads ``scores[i]`` (n,), ``distances[i]`` (4n,),
-    ``keypoints[i]`` (10n,). Outputs are flat (capacity*4,), (capacity,), (capacity*10,).
-    Returns the number of detections written."""
-    cdef Py_ssize_t level_count = len(scores)
-    cdef vector[detect.ScrfdLevel] levels
-    cdef detect.ScrfdLevel level
-    cdef const float[::1] s
-    cdef const float[::1] d
-    cdef const float[::1] k
-    cdef Py_ssize_t i
+    ``keypoints[i]`` (10n,). Outputs are flat (capacity*4,), (capacity,), (capacity*10,) with
+    capacity >= count_candidates(...). Returns the number of detections written."""
+    cdef vector[detect.ScrfdLevel] levels = _levels(scores, distances, keypoints, grid_widths,
+                                                    strides)
     cdef int64_t written
-    levels.resize(level_count)
-    for i in range(level_count):
-        s = scores[i]
-        d = distances[i]
-        k = keypoints[i]
-        level.count = s.shape[0]
-        level.scores = &s[0] if s.shape[0] else NULL
-        level.distances = &d[0] if d.shape[0] else NULL
-        level.keypoints = &k[0] if k.shape[0] else NULL
-        level.grid_width = grid_widths[i]
-        level.stride = strides[i]
-        levels[i] = level
     with nogil:
         written = detect.decode_scrfd(
-            levels.data(), <int>level_count, anchors_per_cell, min_score, scale, iou_threshold,
+            levels.data(), <int>levels.size(), anchors_per_cell, min_score, scale, iou_threshold,
             inclusive_area, &out_boxes[0], &out_scores[0], &out_keypoints[0],
             out_scores.shape[0], &workspace[0])
     return written

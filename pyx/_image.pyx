@@ -37,6 +37,7 @@ def resize_normalize_chw(const uint8_t[:, :, :] img, float[:, :, :, ::1] out, Py
     cdef image.Geometry g = _geometry(geometry)
     cdef image.Normalization norm
     norm.scale = scale
+    cdef int c
     for c in range(3):
         norm.mean[c] = mean[c]
         norm.std[c] = std[c]
@@ -61,3 +62,8 @@ def resize_hwc(const uint8_t[:, :, :] img, uint8_t[:, :, :, ::1] out, Py_ssize_t
     with nogil:
         status = image.resize_hwc(src, g, <image.Filter>filter, dst, out_h, out_w, threads)
     return status
+
+
+def set_vector_kernels(bint enabled):
+    """Use AVX2 loops where the CPU has them (True) or force the portable loops; returns the old value."""
+    return image.set_vector_kernels(enabled)

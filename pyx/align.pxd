@@ -8,5 +8,5 @@ cdef extern from "immich/align.h" namespace "immich::align" nogil:
     const double kArcfaceTemplate[10]
     bool similarity_transform(const float* landmarks, double* matrix) noexcept
     void align_faces(const uint8_t* image, int64_t height, int64_t width, int64_t row_stride,
-                     const float* landmarks, int64_t face_count, double mean, double std,
+                     const float* landmarks, int64_t face_count, float mean, float scale,
                      float* out_planar, uint8_t* out_interleaved) noexcept

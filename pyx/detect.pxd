@@ -12,6 +12,8 @@ cdef extern from "immich/detect.h" namespace "immich::detect" nogil:
         int64_t grid_width
         int32_t stride
 
+    int64_t count_candidates(const ScrfdLevel* levels, int32_t level_count,
+                             float min_score) noexcept
     size_t decode_workspace_bytes(int64_t capacity) noexcept
     int64_t decode_scrfd(const ScrfdLevel* levels, int32_t level_count, int32_t anchors_per_cell,
                          float min_score, float scale, float iou_threshold, bool inclusive_area,

@@ -45,3 +45,4 @@ cdef extern from "immich/image.h" namespace "immich::image" nogil:
                                 int64_t out_w, int threads) noexcept
     Status resize_hwc(const Source& src, const Geometry& geometry, Filter filter, uint8_t* out,
                       int64_t out_h, int64_t out_w, int threads) noexcept
+    bint set_vector_kernels(bint enabled) noexcept

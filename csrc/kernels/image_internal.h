@@ -53,11 +53,19 @@ struct HorizontalKernel {
 using VerticalRowFn = void (*)(const uint8_t* first_row, int64_t stride, const int32_t* k,
                                int32_t count, int64_t n, uint8_t* out);
 
+// One row of RGB bytes -> three float planes: plane c gets rgb[3x + c] * gain[c] + bias[c] for x in
+// [0, n). The vector code multiplies then adds (never fused), as the x86 scalar code does, so both
+// round alike.
+using PlanarRowFn = void (*)(const uint8_t* rgb, int64_t n, const float* gain, const float* bias,
+                             float* r, float* g, float* b);
+
 void prepare_horizontal_scalar(AxisWeights* w);
 void horizontal_rows_scalar(const uint8_t* const* src_rows, int64_t src_width,
                             const AxisWeights& w, uint8_t* const* out_rows);
 void vertical_row_scalar(const uint8_t* first_row, int64_t stride, const int32_t* k, int32_t count,
                          int64_t n, uint8_t* out);
+void planar_row_scalar(const uint8_t* rgb, int64_t n, const float* gain, const float* bias, float* r,
+                       float* g, float* b);
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define IMMICH_IMAGE_X86 1
@@ -66,11 +74,14 @@ void horizontal_rows_avx2(const uint8_t* const* src_rows, int64_t src_width,
                           const AxisWeights& w, uint8_t* const* out_rows);
 void vertical_row_avx2(const uint8_t* first_row, int64_t stride, const int32_t* k, int32_t count,
                        int64_t n, uint8_t* out);
+void planar_row_avx2(const uint8_t* rgb, int64_t n, const float* gain, const float* bias, float* r,
+                     float* g, float* b);
 #endif
 
 // The fastest implementations this CPU runs.
 HorizontalKernel pick_horizontal() noexcept;
 VerticalRowFn pick_vertical() noexcept;
+PlanarRowFn pick_planar() noexcept;
 
 // Pillow's rounding of a fixed-point sum back to a uint8 sample.
 inline uint8_t clip8(int32_t sum) {

@@ -16,11 +16,16 @@ namespace {
 
 using detail::AxisWeights;
 
+constexpr int kMaxThreads = 64;
+// Fewer rows than this per thread do not pay for starting the thread.
+constexpr int64_t kMinRowsPerThread = 16;
+
 // Runs fn(worker, begin, end) over [0, n) split into `threads` contiguous chunks. A thread that
 // cannot be started runs its chunk on the calling thread instead, so this never fails.
 template <class Fn>
 void run_parallel(int threads, int64_t n, const Fn& fn) noexcept {
-  const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(threads, n));
+  const int64_t parts =
+      std::max<int64_t>(1, std::min<int64_t>(threads, n / kMinRowsPerThread));
   if (parts == 1) {
     fn(0, int64_t{0}, n);
     return;
@@ -45,38 +50,35 @@ void run_parallel(int threads, int64_t n, const Fn& fn) noexcept {
 }
 
 // Writes rows of normalised float32 into 3 planes; pixels right of / below the region get the
-// normalised value of a zero pixel.
+// normalised value of a zero pixel. (p * scale - mean) / std is applied as p * gain + bias with
+// gain = scale / std and bias = -mean / std, like Immich's own normalisation.
 class ChwSink {
  public:
   ChwSink(const Normalization& norm, float* out, int64_t out_h, int64_t out_w)
-      : out_(out), plane_(out_h * out_w), out_w_(out_w) {
+      : out_(out), plane_(out_h * out_w), out_w_(out_w), convert_(detail::pick_planar()) {
     for (int c = 0; c < 3; ++c) {
-      for (int v = 0; v < 256; ++v) {
-        lut_[c][v] = (static_cast<float>(v) * norm.scale - norm.mean[c]) / norm.std[c];
-      }
+      const double std_c = static_cast<double>(norm.std[c]);
+      gain_[c] = static_cast<float>(static_cast<double>(norm.scale) / std_c);
+      bias_[c] = static_cast<float>(-static_cast<double>(norm.mean[c]) / std_c);
     }
   }
   void row(int64_t y, const uint8_t* rgb, int64_t width) const noexcept {
     float* r = out_ + y * out_w_;
-    float* g = r + plane_;
-    float* b = g + plane_;
-    for (int64_t x = 0; x < width; ++x) {
-      r[x] = lut_[0][rgb[3 * x + 0]];
-      g[x] = lut_[1][rgb[3 * x + 1]];
-      b[x] = lut_[2][rgb[3 * x + 2]];
-    }
+    convert_(rgb, width, gain_, bias_, r, r + plane_, r + 2 * plane_);
     fill(y, width);
   }
   void fill(int64_t y, int64_t from_x) const noexcept {
     float* r = out_ + y * out_w_;
-    for (int c = 0; c < 3; ++c) std::fill(r + c * plane_ + from_x, r + c * plane_ + out_w_, lut_[c][0]);
+    for (int c = 0; c < 3; ++c) std::fill(r + c * plane_ + from_x, r + c * plane_ + out_w_, bias_[c]);
   }
 
  private:
   float* out_;
   int64_t plane_;
   int64_t out_w_;
-  float lut_[3][256];
+  detail::PlanarRowFn convert_;
+  float gain_[3];
+  float bias_[3];
 };
 
 class HwcSink {
@@ -116,11 +118,13 @@ bool vertical_first(const Source& src, const Geometry& g) noexcept {
          src.height - g.resized_h > 2 * (src.width - g.resized_w);
 }
 
-// Vertical pass for output row i of `w`, reading rows of `base` (row r at base + r * stride).
+// Vertical pass for output row i of `w`. `base` holds source rows from `row0` on: source row r
+// is at base + (r - row0) * stride.
 inline void vertical_row(detail::VerticalRowFn fn, const AxisWeights& w, int64_t i,
-                         const uint8_t* base, int64_t stride, int64_t n, uint8_t* out) noexcept {
-  fn(base + w.start[static_cast<size_t>(i)] * stride, stride, w.coeffs.data() + i * w.stride,
-     w.count[static_cast<size_t>(i)], n, out);
+                         const uint8_t* base, int64_t row0, int64_t stride, int64_t n,
+                         uint8_t* out) noexcept {
+  fn(base + (w.start[static_cast<size_t>(i)] - row0) * stride, stride,
+     w.coeffs.data() + i * w.stride, w.count[static_cast<size_t>(i)], n, out);
 }
 
 // Horizontal pass over `rows` (1..kRowBlock) consecutive rows: source row b at src + b * src_stride,
@@ -145,7 +149,8 @@ Status run(const Source& src, const Geometry& g, Filter filter, const Sink& sink
       filter < kBilinear || filter > kLanczos) {
     return kInvalidArgument;
   }
-  if (threads < 1) threads = 1;
+  // More threads than this only adds start-up cost for images of any realistic size.
+  threads = std::min(std::max(threads, 1), kMaxThreads);
   // Like Pillow, an axis whose size does not change is not resampled at all.
   const bool need_h = g.resized_w != src.width;
   const bool need_v = g.resized_h != src.height;
@@ -190,7 +195,7 @@ Status run(const Source& src, const Geometry& g, Filter filter, const Sink& sink
     uint8_t* tmp = intermediate.data();
     run_parallel(threads, g.region_h, [&](int, int64_t begin, int64_t end) {
       for (int64_t y = begin; y < end; ++y) {
-        vertical_row(vertical, wy, y, src.data + col_lo * 3, src.row_stride, inter_bytes,
+        vertical_row(vertical, wy, y, src.data + col_lo * 3, 0, src.row_stride, inter_bytes,
                      tmp + y * inter_bytes);
       }
     });
@@ -208,9 +213,10 @@ Status run(const Source& src, const Geometry& g, Filter filter, const Sink& sink
     return kOk;
   }
 
-  // Horizontal pass first: the vertical pass reads the intermediate, or the source itself.
+  // Horizontal pass first: the vertical pass reads the intermediate (which starts at source row
+  // row_lo), or the source itself.
   const uint8_t* in_base;
-  int64_t in_stride;
+  int64_t in_row0, in_stride;
   if (need_h) {
     uint8_t* tmp = intermediate.data();
     run_parallel(threads, row_hi - row_lo, [&](int, int64_t begin, int64_t end) {
@@ -220,10 +226,12 @@ Status run(const Source& src, const Geometry& g, Filter filter, const Sink& sink
                          std::min<int64_t>(detail::kRowBlock, end - r));
       }
     });
-    in_base = tmp - row_lo * width3;
+    in_base = tmp;
+    in_row0 = row_lo;
     in_stride = width3;
   } else {
     in_base = src.data + g.crop_x * 3;
+    in_row0 = 0;
     in_stride = src.row_stride;
   }
   run_parallel(threads, out_h, [&](int worker, int64_t begin, int64_t end) {
@@ -231,10 +239,10 @@ Status run(const Source& src, const Geometry& g, Filter filter, const Sink& sink
       if (y >= g.region_h) {
         sink.fill(y, 0);
       } else if (!need_v) {
-        sink.row(y, in_base + (g.crop_y + y) * in_stride, g.region_w);
+        sink.row(y, in_base + (g.crop_y + y - in_row0) * in_stride, g.region_w);
       } else {
         uint8_t* out = rowbuf.data() + worker * width3;
-        vertical_row(vertical, wy, y, in_base, in_stride, width3, out);
+        vertical_row(vertical, wy, y, in_base, in_row0, in_stride, width3, out);
         sink.row(y, out, g.region_w);
       }
     }

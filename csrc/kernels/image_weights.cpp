@@ -1,4 +1,5 @@
 // Resample weights (Pillow's convolution definition) and the portable scalar passes.
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <vector>
@@ -11,6 +12,14 @@ namespace detail {
 namespace {
 
 constexpr double kPi = 3.14159265358979323846;
+
+std::atomic<bool> g_vector_kernels{true};
+
+#ifdef IMMICH_IMAGE_X86
+bool use_avx2() noexcept {
+  return g_vector_kernels.load(std::memory_order_relaxed) && __builtin_cpu_supports("avx2");
+}
+#endif
 
 double filter_support(Filter filter) {
   switch (filter) {
@@ -120,20 +129,38 @@ void vertical_row_scalar(const uint8_t* first_row, int64_t stride, const int32_t
   }
 }
 
+void planar_row_scalar(const uint8_t* rgb, int64_t n, const float* gain, const float* bias, float* r,
+                       float* g, float* b) {
+  for (int64_t x = 0; x < n; ++x) {
+    r[x] = static_cast<float>(rgb[3 * x + 0]) * gain[0] + bias[0];
+    g[x] = static_cast<float>(rgb[3 * x + 1]) * gain[1] + bias[1];
+    b[x] = static_cast<float>(rgb[3 * x + 2]) * gain[2] + bias[2];
+  }
+}
+
 HorizontalKernel pick_horizontal() noexcept {
 #ifdef IMMICH_IMAGE_X86
-  if (__builtin_cpu_supports("avx2")) return {prepare_horizontal_avx2, horizontal_rows_avx2};
+  if (use_avx2()) return {prepare_horizontal_avx2, horizontal_rows_avx2};
 #endif
   return {prepare_horizontal_scalar, horizontal_rows_scalar};
 }
 
 VerticalRowFn pick_vertical() noexcept {
 #ifdef IMMICH_IMAGE_X86
-  if (__builtin_cpu_supports("avx2")) return vertical_row_avx2;
+  if (use_avx2()) return vertical_row_avx2;
 #endif
   return vertical_row_scalar;
 }
 
+PlanarRowFn pick_planar() noexcept {
+#ifdef IMMICH_IMAGE_X86
+  if (use_avx2()) return planar_row_avx2;
+#endif
+  return planar_row_scalar;
+}
+
 }  // namespace detail
+
+bool set_vector_kernels(bool enabled) noexcept { return detail::g_vector_kernels.exchange(enabled); }
 }  // namespace image
 }  // namespace immich

@@ -147,6 +147,42 @@ __attribute__((target("avx2"))) void vertical_row_avx2(const uint8_t* first_row,
   if (j < n) vertical_row_scalar(first_row + j, stride, k, count, n - j, out + j);
 }
 
+__attribute__((target("avx2"))) void planar_row_avx2(const uint8_t* rgb, int64_t n,
+                                                    const float* gain, const float* bias, float* r,
+                                                    float* g, float* b) {
+  // 48 bytes = 16 RGB pixels; three byte shuffles per channel gather its 16 samples.
+  const __m128i pick[3][3] = {
+      {_mm_setr_epi8(0, 3, 6, 9, 12, 15, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1),
+       _mm_setr_epi8(-1, -1, -1, -1, -1, -1, 2, 5, 8, 11, 14, -1, -1, -1, -1, -1),
+       _mm_setr_epi8(-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 1, 4, 7, 10, 13)},
+      {_mm_setr_epi8(1, 4, 7, 10, 13, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1),
+       _mm_setr_epi8(-1, -1, -1, -1, -1, 0, 3, 6, 9, 12, 15, -1, -1, -1, -1, -1),
+       _mm_setr_epi8(-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 2, 5, 8, 11, 14)},
+      {_mm_setr_epi8(2, 5, 8, 11, 14, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1),
+       _mm_setr_epi8(-1, -1, -1, -1, -1, 1, 4, 7, 10, 13, -1, -1, -1, -1, -1, -1),
+       _mm_setr_epi8(-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 0, 3, 6, 9, 12, 15)}};
+  float* planes[3] = {r, g, b};
+  int64_t x = 0;
+  for (; x + 16 <= n; x += 16) {
+    const uint8_t* p = rgb + 3 * x;
+    const __m128i v0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    const __m128i v1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16));
+    const __m128i v2 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 32));
+    for (int c = 0; c < 3; ++c) {
+      const __m128i bytes = _mm_or_si128(
+          _mm_or_si128(_mm_shuffle_epi8(v0, pick[c][0]), _mm_shuffle_epi8(v1, pick[c][1])),
+          _mm_shuffle_epi8(v2, pick[c][2]));
+      const __m256 k = _mm256_set1_ps(gain[c]);
+      const __m256 d = _mm256_set1_ps(bias[c]);
+      const __m256 lo = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(bytes));
+      const __m256 hi = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(bytes, 8)));
+      _mm256_storeu_ps(planes[c] + x, _mm256_add_ps(_mm256_mul_ps(lo, k), d));
+      _mm256_storeu_ps(planes[c] + x + 8, _mm256_add_ps(_mm256_mul_ps(hi, k), d));
+    }
+  }
+  if (x < n) planar_row_scalar(rgb + 3 * x, n - x, gain, bias, r + x, g + x, b + x);
+}
+
 }  // namespace detail
 }  // namespace image
 }  // namespace immich

@@ -13,7 +13,7 @@ def align_faces_planar(
     out: NDArray[np.float32],
     start: int,
     mean: float,
-    std: float,
+    scale: float,
 ) -> None: ...
 def align_faces_interleaved(
     image: NDArray[np.uint8],

@@ -4,8 +4,6 @@ immich_ml.ops.image, which validates every argument first."""
 import numpy as np
 from numpy.typing import NDArray
 
-Geometry = tuple[int, int, int, int, int, int, float]
-
 def plan(
     mode: int, src_h: int, src_w: int, dst_h: int, dst_w: int
 ) -> tuple[int, int, int, int, int, int, int, float]:
@@ -15,7 +13,7 @@ def resize_normalize_chw(
     img: NDArray[np.uint8],
     out: NDArray[np.float32],
     index: int,
-    geometry: Geometry,
+    geometry: tuple[int, int, int, int, int, int, float],
     filter: int,
     scale: float,
     mean: tuple[float, float, float],
@@ -28,8 +26,11 @@ def resize_hwc(
     img: NDArray[np.uint8],
     out: NDArray[np.uint8],
     index: int,
-    geometry: Geometry,
+    geometry: tuple[int, int, int, int, int, int, float],
     filter: int,
     threads: int,
 ) -> int:
     """Fills out[index] (H, W, 3) uint8; returns the kernel status (0 ok, 1 bad argument, 2 no memory)."""
+
+def set_vector_kernels(enabled: bool) -> bool:
+    """Use AVX2 loops where the CPU has them (True) or force the portable loops; returns the old value."""

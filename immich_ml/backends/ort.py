@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,10 +59,37 @@ def _spec(node: Any) -> TensorSpec:
     return TensorSpec(node.name, shape, _ORT_TYPES.get(node.type, node.type))
 
 
+def brief(text: str, limit: int = 700) -> str:
+    """One line for logs and health: whitespace collapsed; a long C++ trace keeps head and tail
+    (ORT puts the readable cause at the end, after the function signatures)."""
+    flat = " ".join(text.split())
+    if len(flat) <= limit:
+        return flat
+    return flat[: limit // 4] + " ... " + flat[-(limit - limit // 4 - 5) :]
+
+
+def _strip_ort_prefix(text: str) -> str:
+    """``/src/x.cc:12 Get() [ONNXRuntimeError] : 1 : FAIL : cause`` -> ``cause``."""
+    return text.rsplit("FAIL : ", 1)[-1].strip()
+
+
+def _ort_reason(messages: Sequence[str]) -> str:
+    """ORT's messages about a dropped provider, most useful first, ORT's error prefixes removed."""
+    useful = []
+    for message in messages:
+        text = _strip_ort_prefix(message)
+        if text and text not in useful:
+            useful.append(text)
+    # A plugin-EP lookup miss is logged for every classic provider in ORT >= 1.31: not a cause.
+    causes = [m for m in useful if not m.startswith("No registered plugin EP device")] or useful
+    return "; ".join(causes) or "ONNX Runtime dropped it without an error message"
+
+
 class ProviderFailed(Exception):
     """One provider could not take the model; ``reason`` is for the log and health."""
 
     def __init__(self, provider: str, reason: str) -> None:
+        reason = brief(reason)
         super().__init__(f"{provider}: {reason}")
         self.provider, self.reason = provider, reason
 
@@ -122,6 +149,7 @@ class OrtSession:
         self._closed = False
         self._fallbacks = 0
         self._state = self._open_from(0, fallback_reason)
+        self._placement = self._state.placement
         self._inputs = tuple(_spec(i) for i in self._state.session.get_inputs())
         self._outputs = tuple(_spec(o) for o in self._state.session.get_outputs())
 
@@ -137,7 +165,8 @@ class OrtSession:
 
     @property
     def placement(self) -> Placement:
-        return self._state.placement
+        """Where the model runs now (after a fallback: the new provider); kept after ``close``."""
+        return self._placement
 
     @contextmanager
     def bind(self, shapes: Mapping[str, tuple[int, ...]]) -> Iterator[BoundCall]:
@@ -164,6 +193,8 @@ class OrtSession:
     def close(self) -> None:
         """Drop the InferenceSession (runtime memory goes with its last in-flight call)."""
         with self._lock:
+            if self._closed:
+                return
             self._closed = True
             state = self._state
             del self._state
@@ -206,7 +237,7 @@ class OrtSession:
             provider = state.placement.provider
             if type(exc).__name__ in _CALLER_ERRORS or provider == providers.CPU:
                 raise BackendError(f"ONNX Runtime failed to run {self._label} on {provider}: {exc}") from exc
-            raise ProviderFailed(provider, f"run failed: {type(exc).__name__}: {exc}") from exc
+            raise ProviderFailed(provider, f"run failed: {type(exc).__name__}: {_strip_ort_prefix(str(exc))}") from exc
         # .numpy() views keep their OrtValue alive (capsule base), so no copy is needed.
         return [value.numpy() for value in binding.get_outputs()]
 
@@ -218,6 +249,7 @@ class OrtSession:
                 return  # another thread already moved the model on
             self._fallbacks += 1
             self._state = self._open_from(failed.index + 1, self._failure_text(failure), failure)
+            self._placement = self._state.placement
 
     # --- opening --------------------------------------------------------------------------------
 
@@ -267,7 +299,11 @@ class OrtSession:
             # Nodes the accelerator cannot run are placed on CPU by ORT's partitioner; that is
             # normal graph partitioning, not a fallback of the whole model.
             requested.append(providers.CPU)
-        with ortlog.capture() as messages:
+        # Only accelerators can be dropped silently; CPU sessions skip the capture.
+        capture: AbstractContextManager[list[str]] = (
+            ortlog.capture() if provider != providers.CPU else nullcontext([])
+        )
+        with capture as messages:
             try:
                 session = ort.InferenceSession(
                     str(path), sess_options=so, providers=requested, enable_fallback=0
@@ -275,11 +311,11 @@ class OrtSession:
             except Exception as exc:  # noqa: BLE001
                 if provider == providers.CPU:
                     raise ModelLoadError(f"ONNX Runtime could not load {path}: {exc}") from exc
-                raise ProviderFailed(provider, f"{type(exc).__name__}: {exc}") from exc
+                raise ProviderFailed(provider, f"{type(exc).__name__}: {_strip_ort_prefix(str(exc))}") from exc
         session.disable_fallback()
         actual = session.get_providers()[0]
         if actual != provider:
-            detail = "; ".join(messages) or "ONNX Runtime dropped it without an error message"
+            detail = _ort_reason(messages)
             del session
             raise ProviderFailed(provider, f"not registered by ONNX Runtime ({detail})")
         placement = Placement(

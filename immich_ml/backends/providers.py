@@ -211,9 +211,12 @@ def provider_options(
             "migraphx_fp16_enable": "1" if settings.rocm_precision == "FP16" else "0",
         }
     if provider == OPENVINO:
+        device_type = openvino_device_type(device_id, openvino_device_list)
         return {
-            "device_type": openvino_device_type(device_id, openvino_device_list),
-            "precision": settings.openvino_precision,
+            "device_type": device_type,
+            # OpenVINO's CPU device accepts only FP32/ACCURACY: FP16 there makes ORT drop the
+            # whole provider (verified with onnxruntime-openvino 1.24), so the setting is for GPUs.
+            "precision": settings.openvino_precision if device_type.startswith("GPU") else "FP32",
             "cache_dir": cache_dir(model_dir, "openvino"),
         }
     if provider == COREML:

@@ -26,9 +26,13 @@ _BRIDGE_SETTING = {"armnn": ("ann", "MACHINE_LEARNING_ANN"), "rknn": ("rknn", "M
 
 
 def _bridge(kind: str) -> ModuleType | None:
+    """The bridge module, or ``None`` when it is not installed or cannot even be imported."""
     try:
         return importlib.import_module(f"immich_ml.backends.{kind}")
     except ImportError:
+        return None
+    except Exception as exc:  # noqa: BLE001 - a broken native bridge must not stop start-up
+        log.warning("The %s bridge failed to import: %s: %s", kind, type(exc).__name__, exc)
         return None
 
 

@@ -115,17 +115,20 @@ class InferenceModel(ABC):
         """Load if needed, then run ``request``. The model cannot be unloaded while a call runs."""
         with self._lock:
             self._active += 1
+        succeeded = False
         try:
             self.load()
             session = self._session
             if session is None:  # pragma: no cover - load() either sets it or raises
                 raise ModelLoadError(f"Failed to load model '{self.spec.name}'")
-            return self._predict(session, request, stages)
+            result = self._predict(session, request, stages)
+            succeeded = True
+            return result
         finally:
             with self._lock:
                 self._active -= 1
                 self._last_used = time.monotonic()
-                self.runs += 1
+                self.runs += succeeded
 
     def load(self) -> None:
         """Open the session once; concurrent callers wait for the first one's result."""
@@ -141,11 +144,17 @@ class InferenceModel(ABC):
             log.info("%s %s model '%s' to memory", attempt, self.spec.type.value, self.spec.name)
             try:
                 session = self._load_with_retry()
-            except ImmichMLError as exc:
+            except Exception as exc:
+                error = exc if isinstance(exc, ImmichMLError) else ModelLoadError(
+                    f"Failed to load model '{self.spec.name}': {type(exc).__name__}: {exc}"
+                )
                 self.state = "failed"
-                self.last_error = exc.message
+                self.last_error = error.message
                 self._reset()
-                raise
+                if error is exc:
+                    raise
+                raise error from exc
+            self._attempts = 0  # the next "Attempt #2" line only ever follows a failure
             self.load_time_s = time.perf_counter() - start
             self._placement = session.placement
             self._session = session

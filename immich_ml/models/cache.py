@@ -106,7 +106,8 @@ def rknn_model(folder: Path) -> Path | None:
 
 
 def _has_rknn(folder: Path) -> bool:
-    return rknn_model(folder) is not None
+    """Any RKNN export was fetched (for some SoC): the repository's RKNN files are on disk."""
+    return folder.is_dir() and any(folder.glob("*/model.rknn"))
 
 
 def _format_present(directory: Path, model_format: ModelFormat) -> bool:
@@ -141,6 +142,9 @@ class ModelStore:
         self._revision = settings.model_revision
         self._lock = threading.Lock()
         self._root_locks: dict[Path, threading.Lock] = {}
+        # Type folders whose repository has no export in the preferred format (or could not be asked):
+        # they run from ONNX without asking the hub again on every load in this process.
+        self._onnx_only: set[Path] = set()
 
     @property
     def cache_folder(self) -> Path:
@@ -187,6 +191,9 @@ class ModelStore:
             if not self.missing(spec, required, primary):
                 return ModelFiles(spec, root, primary)
             onnx_ready = not self.missing(spec, required, ModelFormat.ONNX)
+            directory = root / spec.type.value
+            if onnx_ready and directory in self._onnx_only:
+                return ModelFiles(spec, root, ModelFormat.ONNX)  # asked once already; no export
             if spec.starter:
                 if onnx_ready:
                     return ModelFiles(spec, root, ModelFormat.ONNX)
@@ -202,6 +209,7 @@ class ModelStore:
                         "Using the ONNX files of model '%s' on disk: %s files could not be fetched (%s)",
                         spec.name, primary.value.upper(), exc.message,
                     )
+                    self._onnx_only.add(directory)
                     return ModelFiles(spec, root, ModelFormat.ONNX)
                 raise ModelUnavailable(
                     f"Model {spec.name!r} ({spec.task.value} {spec.type.value}) is not in the model cache "
@@ -220,6 +228,7 @@ class ModelStore:
             log.warning(
                 "%s is available, but model '%s' does not support it.", primary.value.upper(), spec.name
             )
+            self._onnx_only.add(root / spec.type.value)
             return ModelFiles(spec, root, ModelFormat.ONNX)
         absent = ", ".join(self.missing(spec, required, primary))
         raise ModelUnavailable(
@@ -249,6 +258,7 @@ class ModelStore:
             return
         root = self.root(spec)
         with self._root_lock(root):
+            self._onnx_only = {d for d in self._onnx_only if d.parent != root}
             if not root.exists() and not root.is_symlink():
                 log.warning(
                     "Attempted to clear cache for model '%s', but cache directory does not exist", spec.name

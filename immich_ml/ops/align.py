@@ -6,7 +6,8 @@ Façade over ``immich_ml._core._align`` (csrc/kernels/align.cpp): validates (rai
 Conventions, shared with insightface's ``norm_crop`` / ``cv2.warpAffine`` that Immich uses:
 the transform maps source pixels onto the 112x112 crop; crop pixel (x, y) takes the bilinear sample
 of the source at M^-1 (x, y) with pixel centres at integer coordinates; samples outside the image
-read 0. The sample is rounded to an integer (as an 8-bit warp stores it) before normalization.
+read 0. The sample is rounded to an integer (as an 8-bit warp stores it) before normalization, which
+is ``(pixel - mean) * float32(1 / std)`` in float32 (``cv2.dnn.blobFromImages``' formula).
 
 Degenerate landmarks (any NaN or infinity, or all five points within 1e-6 px RMS of their centroid,
 so that no scale or angle can be estimated) do not raise: :func:`similarity_transform` returns an
@@ -28,6 +29,7 @@ from immich_ml.errors import InvalidInput
 __all__ = ["ARCFACE_TEMPLATE", "CROP_SIZE", "align_faces_into", "similarity_transform"]
 
 CROP_SIZE: int = _align.CROP_SIZE
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 ARCFACE_TEMPLATE: NDArray[np.float32] = np.array(_align.arcface_template(), dtype=np.float32)
 """(5, 2) float32 (x, y) in 112x112 crop pixels: left eye, right eye, nose tip, left and right
@@ -74,7 +76,8 @@ def align_faces_into(
 
     image: (H, W, 3) uint8 RGB, C-contiguous.
     landmarks: (N, 5, 2) float32 (x, y) source pixels, C-contiguous (Detections.landmarks).
-    out: float32 (B, 3, 112, 112) NCHW RGB, value = (pixel - mean) / std; or uint8
+    out: float32 (B, 3, 112, 112) NCHW RGB, value = (pixel - mean) / std (see module docstring for
+        the exact float32 arithmetic); or uint8
         (B, 112, 112, 3) NHWC raw RGB (mean and std unused) for graphs that normalize themselves.
         C-contiguous and writable; slots outside [start, start + N) are not touched.
     """
@@ -102,9 +105,10 @@ def align_faces_into(
     if start < 0 or start + count > out.shape[0]:
         raise InvalidInput(f"{count} faces from slot {start} do not fit a batch of {out.shape[0]}.")
     if out.dtype == np.float32:
-        if not (math.isfinite(mean) and math.isfinite(std)) or std == 0.0:
+        mean, std = float(mean), float(std)
+        if not (math.isfinite(mean) and math.isfinite(std)) or abs(std) < 1e-30:
             raise InvalidInput(f"mean and std must be finite and std non-zero, got {mean!r}, {std!r}.")
         planar = cast(NDArray[np.float32], out)
-        _align.align_faces_planar(image, landmarks, planar, int(start), float(mean), float(std))
+        _align.align_faces_planar(image, landmarks, planar, int(start), mean, 1.0 / std)
     else:
         _align.align_faces_interleaved(image, landmarks, cast(NDArray[np.uint8], out), int(start))

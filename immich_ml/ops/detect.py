@@ -151,11 +151,13 @@ def decode_scrfd(
     if capacity > _MAX_CANDIDATES:
         raise InvalidInput(f"{capacity} anchors is more than the decoder supports.")
 
-    out_boxes = np.empty((capacity, 4), dtype=np.float32)
-    out_scores = np.empty(capacity, dtype=np.float32)
-    out_landmarks = np.empty((capacity, 5, 2), dtype=np.float32)
-    if capacity:
-        workspace = np.empty(_detect.decode_workspace_bytes(capacity), dtype=np.uint8)
+    # Buffers sized to this image's candidates (an upper bound on detections), not to every anchor.
+    candidates = _detect.count_candidates(flat_scores, min_score)
+    out_boxes = np.empty((candidates, 4), dtype=np.float32)
+    out_scores = np.empty(candidates, dtype=np.float32)
+    out_landmarks = np.empty((candidates, 5, 2), dtype=np.float32)
+    if candidates:
+        workspace = np.empty(_detect.decode_workspace_bytes(candidates), dtype=np.uint8)
         found = _detect.decode_scrfd(
             flat_scores, flat_boxes, flat_keypoints, grid_widths, level_strides, anchors,
             min_score, scale, iou_threshold, bool(inclusive_area),

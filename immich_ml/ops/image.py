@@ -14,7 +14,7 @@ from typing import Literal, cast
 
 import numpy as np
 from numpy.typing import NDArray
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from immich_ml import errors
 from immich_ml._core import _image
@@ -45,7 +45,8 @@ class ResizeInfo:
 def decode_image(
     data: bytes, *, max_pixels: int = 100_000_000, min_side: int | None = None
 ) -> NDArray[np.uint8]:
-    """Decodes image bytes to an (H, W, 3) uint8 RGB array, C-contiguous, rows top to bottom.
+    """Decodes image bytes to an (H, W, 3) uint8 RGB array: C-contiguous, read-only (it wraps the
+    pixel buffer Pillow hands over, no further copy), rows top to bottom, EXIF orientation ignored.
 
     max_pixels: images with more pixels (width * height, read from the header before decoding)
         are refused. min_side: for JPEG, let libjpeg decode at 1/2, 1/4 or 1/8 scale in the DCT
@@ -59,7 +60,12 @@ def decode_image(
         raise errors.InvalidImage(
             f"Image has too many pixels (limit {max_pixels}): {exc}"
         ) from exc
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+    except MemoryError:
+        raise
+    except Exception as exc:
+        # Pillow's format plugins report unparsable bytes as many exception types
+        # (UnidentifiedImageError, SyntaxError, ValueError, struct.error ...): all mean the same
+        # thing to the client, these bytes are not an image we can read.
         raise errors.InvalidImage(f"Could not decode image: {exc}") from exc
     with img:
         width, height = img.size
@@ -70,14 +76,16 @@ def decode_image(
                 f"Image is {width}x{height} = {width * height} pixels, more than the limit of "
                 f"{max_pixels} pixels"
             )
-        if min_side is not None and min_side > 0 and img.format == "JPEG":
+        # MPO (phone cameras' multi-picture JPEG) decodes its first frame with the JPEG decoder.
+        if min_side is not None and min_side > 0 and img.format in ("JPEG", "MPO"):
             img.draft("RGB", (min_side, min_side))
         try:
             img.load()
             rgb = img if img.mode == "RGB" else img.convert("RGB")
+        except MemoryError:
+            raise
         except Exception as exc:
-            # Truncated or corrupt data surfaces from the codec as many exception types; all of
-            # them mean the same thing to the client: these bytes are not a usable image.
+            # Truncated or corrupt pixel data, likewise reported as many exception types.
             raise errors.InvalidImage(f"Could not decode image: {exc}") from exc
         pixels: NDArray[np.uint8] = np.asarray(rgb, dtype=np.uint8)
     if pixels.ndim != 3 or pixels.shape[2] != 3 or pixels.shape[0] == 0 or pixels.shape[1] == 0:
@@ -109,7 +117,9 @@ def resize_normalize_into(
         centre crop, as Immich's CLIP preprocessing; "squash": stretch to (H, W); "letterbox":
         keep aspect so the image fits (insightface's rounding), top-left, the rest zero pixels
         (i.e. the normalised value of a 0 pixel).
-    resample: Pillow filter; results match ``PIL.Image.resize`` (max difference 1 level).
+    resample: Pillow filter; results match ``PIL.Image.resize`` bit for bit (Pillow >= 13; older
+        Pillow always resamples horizontally first, which differs by a level or two in a few
+        pixels of images more than twice as tall as wide).
     threads: split rows over this many threads (worth it only for large outputs).
     Raises errors.InvalidInput on a wrong dtype, shape, layout, size or parameter.
     """
@@ -131,7 +141,7 @@ def resize_normalize_into(
     if status != _STATUS_OK:
         raise errors.InvalidInput(f"Cannot resize a {src_w}x{src_h} image to {out_w}x{out_h}")
     resized_w, resized_h, crop_x, crop_y, region_w, region_h, geo_scale = geometry
-    plan: _image.Geometry = (
+    plan: tuple[int, int, int, int, int, int, float] = (
         int(resized_w), int(resized_h), int(crop_x), int(crop_y), int(region_w), int(region_h),
         float(geo_scale),
     )
@@ -163,7 +173,8 @@ def _check_image(image: object) -> tuple[int, int]:
         raise errors.InvalidInput(f"image must have shape (height, width, 3), got {image.shape}")
     if image.shape[0] == 0 or image.shape[1] == 0:
         raise errors.InvalidInput(f"image has zero width or height: shape {image.shape}")
-    if image.strides[2] != 1 or image.strides[1] != 3:
+    # numpy leaves the stride of a length-1 axis arbitrary, so only check what the kernel walks.
+    if image.strides[2] != 1 or (image.shape[1] > 1 and image.strides[1] != 3):
         raise errors.InvalidInput(
             "image pixels must be packed RGB (strides (*, 3, 1)); got strides "
             f"{image.strides}: pass np.ascontiguousarray(image)"

@@ -6,13 +6,13 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import closed_port_endpoint, with_settings
+from model_testing import closed_port_endpoint, with_settings
 from fakehub import FakeHub
 from graphs import clip_repo, face_repo, write_repo
 
 from immich_ml.config import Settings
 from immich_ml.errors import ModelLoadError, ModelUnavailable, UnknownModel
-from immich_ml.models.cache import ModelStore
+from immich_ml.models.cache import ModelStore, rknn_soc
 from immich_ml.models.catalog import ModelSpec, resolve
 from immich_ml.models.constants import ModelSource
 from immich_ml.schemas import ModelFormat, ModelTask, ModelType
@@ -169,6 +169,28 @@ def test_onnx_on_disk_is_used_offline_when_the_export_cannot_be_fetched(settings
     store = ModelStore(settings, endpoint=closed_port_endpoint(), formats=(ModelFormat.RKNN, ModelFormat.ONNX))
     write_repo(store.root(DETECTION), face_repo())
     assert store.locate(DETECTION, ()).format == ModelFormat.ONNX
+
+
+def test_a_missing_export_is_asked_for_once(settings: Settings, fake_hub: FakeHub) -> None:
+    fake_hub.add_repo("immich-app/buffalo_l", face_repo())
+    store = ModelStore(settings, endpoint=fake_hub.endpoint, formats=(ModelFormat.ARMNN, ModelFormat.ONNX))
+    store.locate(DETECTION, ())
+    fake_hub.reset()
+    for _ in range(3):  # every reload after a TTL eviction
+        assert store.locate(DETECTION, ()).format == ModelFormat.ONNX
+    assert fake_hub.requests == []
+
+
+def test_rknn_exports_for_other_boards_count_as_fetched(settings: Settings, fake_hub: FakeHub) -> None:
+    files = dict(face_repo())
+    files["detection/rknpu/rk3566/model.rknn"] = b"rknn"
+    files["detection/rknpu/rk3568/model.rknn"] = b"rknn"
+    write_repo(ModelStore(settings).root(DETECTION), files)
+    store = ModelStore(settings, endpoint=fake_hub.endpoint, formats=(ModelFormat.RKNN, ModelFormat.ONNX))
+    files_found = store.locate(DETECTION, ())
+    assert fake_hub.requests == []
+    if rknn_soc() is None:  # not a Rockchip board: two exports, none known to be ours
+        assert files_found.artifacts().rknn is None
 
 
 def test_offline_and_missing_is_a_clear_error(settings: Settings, cache: Path) -> None:

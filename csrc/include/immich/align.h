@@ -28,23 +28,24 @@ bool similarity_transform(const float* landmarks, double* matrix) noexcept;
 // `matrix` is a forward 2x3 source -> crop transform; crop pixel (x, y) samples the source at
 // M^-1 (x, y) with bilinear interpolation, pixel centres at integer coordinates (cv2.warpAffine's
 // convention), taps outside the image reading 0 (BORDER_CONSTANT 0). The interpolated value is
-// rounded to the nearest integer (what an 8-bit warp stores) and then mapped through `lut`.
-// A matrix that cannot be inverted produces an all-zero-pixel crop.
+// rounded to the nearest integer (what an 8-bit warp stores). A matrix that cannot be inverted
+// produces the crop of an all-black image.
 //
-// warp_planar: `lut` (256 floats) maps pixel values to outputs; writes 3 planes of 112x112 floats
+// warp_planar: writes (pixel - mean) * scale, evaluated in float32 (cv2.dnn.blobFromImage's
+//   formula, scale = 1 / std), as 3 planes of 112x112 floats
 //   starting at `out`, plane p at out + p * 112 * 112 (one NCHW slot, RGB order).
 // warp_interleaved: writes 112x112x3 uint8 at `out` (one NHWC slot).
 void warp_planar(const uint8_t* image, int64_t height, int64_t width, int64_t row_stride,
-                 const double* matrix, const float* lut, float* out) noexcept;
+                 const double* matrix, float mean, float scale, float* out) noexcept;
 void warp_interleaved(const uint8_t* image, int64_t height, int64_t width, int64_t row_stride,
                       const double* matrix, uint8_t* out) noexcept;
 
 // Aligns `face_count` faces: landmarks (face_count, 5, 2) float32 source pixels. Face i is
-// written to out_planar + i * 3 * 112 * 112 as (pixel - mean) / std, or, when out_planar is null,
-// to out_interleaved + i * 112 * 112 * 3 as raw uint8. Degenerate landmarks (see
-// similarity_transform) give the crop of an all-black image: every value (0 - mean) / std, or 0.
+// written to out_planar + i * 3 * 112 * 112 as (pixel - mean) * scale, or, when out_planar is null,
+// to out_interleaved + i * 112 * 112 * 3 as raw uint8 (see warp_planar / warp_interleaved). Degenerate landmarks (see
+// similarity_transform) give the crop of an all-black image: every value (0 - mean) * scale, or 0.
 void align_faces(const uint8_t* image, int64_t height, int64_t width, int64_t row_stride,
-                 const float* landmarks, int64_t face_count, double mean, double std,
+                 const float* landmarks, int64_t face_count, float mean, float scale,
                  float* out_planar, uint8_t* out_interleaved) noexcept;
 
 }  // namespace immich::align

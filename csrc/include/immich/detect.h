@@ -24,14 +24,20 @@ struct ScrfdLevel {
   int32_t stride;          // pixels of model input per grid cell
 };
 
-// Bytes of scratch memory decode_scrfd needs for `capacity` anchors (the sum of level counts).
+// Number of anchors with a finite score >= min_score: an upper bound on decode_scrfd's candidates
+// and detections, so buffers can be sized to the image instead of to the 16,800 anchors.
+int64_t count_candidates(const ScrfdLevel* levels, int32_t level_count, float min_score) noexcept;
+
+// Bytes of scratch memory decode_scrfd needs for `capacity` candidates.
 size_t decode_workspace_bytes(int64_t capacity) noexcept;
 
 // Decodes every level, keeps anchors with score >= min_score whose decoded box and landmarks are
 // finite, divides boxes and landmarks by `scale` (model-input pixels per source pixel), sorts by
 // score descending (ties keep level-then-anchor order) and runs greedy NMS.
 //
-// Outputs (each with room for `capacity` rows; the first `return value` rows are written):
+// `capacity` is the room for candidates, normally count_candidates(...); candidates beyond it
+// are ignored. Outputs (each with room for `capacity` rows; the first `return value` rows are
+// written):
 //   out_boxes (n, 4) x1, y1, x2, y2 in source pixels; out_scores (n,); out_keypoints (n, 10)
 //   as (x0, y0, ..., x4, y4) in source pixels. Rows are in descending score order.
 // `workspace` must hold decode_workspace_bytes(capacity) bytes, aligned to 8 bytes.

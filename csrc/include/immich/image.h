@@ -4,8 +4,9 @@
 //
 // The resample follows Pillow's `Image.resize` convolution (filter shapes, support widened by the
 // scale factor when downscaling, pixel-centre mapping, weight normalisation, 22-bit fixed-point
-// weights, horizontal pass first with a uint8-rounded intermediate) so results match Pillow to the
-// bit in practice. Plain C++17: no Python, no exceptions escape, callers own every output buffer.
+// weights, a uint8-rounded intermediate between the two passes, and Pillow 13's choice of which
+// pass runs first) so results match Pillow to the bit. Only the output pixels that survive a crop
+// are computed. Plain C++17: no Python, no exceptions escape, callers own every output buffer.
 #ifndef IMMICH_IMAGE_H
 #define IMMICH_IMAGE_H
 
@@ -69,6 +70,10 @@ Status resize_normalize_chw(const Source& src, const Geometry& geometry, Filter 
 // Writes one uint8 HWC image of out_h x out_w (C-contiguous, raw RGB) at `out`.
 Status resize_hwc(const Source& src, const Geometry& geometry, Filter filter, uint8_t* out,
                   int64_t out_h, int64_t out_w, int threads) noexcept;
+
+// Vector (AVX2) inner loops are used when the CPU has them; false forces the portable C++ loops
+// (they compute the same integers; tests compare the two). Process-wide; returns the old value.
+bool set_vector_kernels(bool enabled) noexcept;
 
 }  // namespace image
 }  // namespace immich

