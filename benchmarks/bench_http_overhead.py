@@ -14,10 +14,10 @@ Cases: CLIP text embedding with ``ViT-tiny__nonsemantic``, and faces (SCRFD + SF
 processes hits them alike; the table shows medians (and p90) of wall time. The target for the
 added latency is 2 ms or 5 % of the in-process time, whichever is larger.
 
-On a shared machine wall times include waiting for a CPU, so the script also reports CPU time
-per request summed over every process involved (this one, the pool's worker, the service and its
-worker), read from ``/proc/<pid>/task/*/schedstat`` (nanoseconds): the "added CPU" column is what
-HTTP and the pool cost in work, independent of how busy the machine is.
+"added" is the median over rounds of (HTTP+pool − in-process), each round timing every path
+back to back, so that load drifting on a shared machine cancels out. The script also reports CPU
+time per request summed over every process a path uses (this one, the pool's worker, the service
+and its worker), from ``/proc/<pid>/task/*/schedstat``.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests" / "server"))
@@ -126,30 +127,40 @@ def cpu_ns(pids: list[int]) -> int:
     return total
 
 
-def timings(
-    paths: list[tuple[Callable[[], object], list[int]]], runs: int, block: int = 10
-) -> tuple[list[list[float]], list[float]]:
-    """Wall ms per call for each path, and mean CPU ms per call over the processes it uses.
+class Timings(NamedTuple):
+    samples: list[list[float]]  # wall ms per call, per path
+    rounds: list[list[float]]  # median wall ms of each round, per path
+    cpu_ms: list[float]  # mean CPU ms per call over the processes the path uses, per path
 
-    Paths take turns in blocks of ``block`` calls, with a short pause before each block: ONNX
-    Runtime's intra-op threads spin for a while after a run, and on a small machine the spinning
-    of one path's session would otherwise slow down (and be billed to) the next path.
+
+def timings(paths: list[tuple[Callable[[], object], list[int]]], runs: int, block: int = 5) -> Timings:
+    """Time every path: rounds in which each path runs ``block`` calls in turn.
+
+    Load on a shared machine drifts; comparing each round's medians (paths measured within
+    moments of each other) and taking the median of those differences cancels the drift.
+    A short pause precedes each block: ONNX Runtime's intra-op threads spin for a while after
+    a run, and on a small machine the spinning of one path's session would otherwise slow down
+    (and be billed to) the next path.
     """
     for path, _ in paths:
         for _ in range(3):
             path()  # warm-up: model loads, first-touch allocations, connection set-up
     samples: list[list[float]] = [[] for _ in paths]
+    rounds: list[list[float]] = [[] for _ in paths]
     cpu = [0] * len(paths)
     for _ in range(max(1, runs // block)):
         for i, (path, pids) in enumerate(paths):
-            time.sleep(0.05)
+            time.sleep(0.02)
             before = cpu_ns(pids)
+            block_ms = []
             for _ in range(block):
                 started = time.perf_counter()
                 path()
-                samples[i].append((time.perf_counter() - started) * 1000)
+                block_ms.append((time.perf_counter() - started) * 1000)
             cpu[i] += cpu_ns(pids) - before
-    return samples, [c / len(samples[0]) / 1e6 for c in cpu]
+            samples[i] += block_ms
+            rounds[i].append(statistics.median(block_ms))
+    return Timings(samples, rounds, [c / len(samples[0]) / 1e6 for c in cpu])
 
 
 def p90(values: list[float]) -> float:
@@ -195,20 +206,21 @@ def main() -> None:
         }
         print(f"runs={args.runs}, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
         header = (
-            "| case | in-process ms | pool ms | HTTP+pool ms (p90) | added ms | added % | target ms | met "
-            "| CPU ms in-process / pool / HTTP+pool | added CPU ms |"
+            "| case | in-process ms | pool ms | HTTP+pool ms (p90) | added ms (paired) | added % | target ms "
+            "| met | CPU ms in-process / pool / HTTP+pool |"
         )
         print(header)
         print("|" + "---|" * (header.count("|") - 1))
         for name, paths in cases.items():
-            samples, cpu = timings(list(paths), args.runs)
-            inproc, pooled, http = (statistics.median(s) for s in samples)
-            added = http - inproc
+            measured = timings(list(paths), args.runs)
+            inproc, pooled, http = (statistics.median(s) for s in measured.samples)
+            added = statistics.median(h - i for h, i in zip(measured.rounds[2], measured.rounds[0], strict=True))
             target = max(2.0, 0.05 * inproc)
+            cpu = " / ".join(f"{c:.2f}" for c in measured.cpu_ms)
             print(
-                f"| {name} | {inproc:.2f} | {pooled:.2f} | {http:.2f} ({p90(samples[2]):.2f}) | "
+                f"| {name} | {inproc:.2f} | {pooled:.2f} | {http:.2f} ({p90(measured.samples[2]):.2f}) | "
                 f"{added:.2f} | {100 * added / inproc:.1f} | {target:.2f} | {'yes' if added <= target else 'no'} "
-                f"| {cpu[0]:.2f} / {cpu[1]:.2f} / {cpu[2]:.2f} | {cpu[2] - cpu[0]:.2f} |"
+                f"| {cpu} |"
             )
     finally:
         service.close()
