@@ -183,6 +183,7 @@ class Supervision:
             slot.process = None
             slot.pid = None
             slot.ready_since = None
+            slot.models = []
             if self._closing:
                 slot.state = "stopped"
             elif was_ready and process.exitcode != EXIT_START_FAILED:
