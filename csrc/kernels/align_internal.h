@@ -278,7 +278,7 @@ struct InterleavedSink {
 void warp_planar_avx2(const Image& im, const double* inv, float mean, float scale, float* out);
 void warp_interleaved_avx2(const Image& im, const double* inv, uint8_t* out);
 inline bool avx2_fits(const Image& im) {
-  return im.height < (int64_t{1} << 24) && im.row_stride > 0 &&
+  return im.height < (int64_t{1} << 24) && im.width < (int64_t{1} << 24) && im.row_stride > 0 &&
          (im.height + 1) * im.row_stride < (int64_t{1} << 31) - 64;
 }
 #endif
