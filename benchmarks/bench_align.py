@@ -12,7 +12,8 @@ References, written here from what each does (OpenCV limited to one thread, like
   * skimage + cv2: insightface's norm_crop (what Immich runs): skimage SimilarityTransform
     estimate, cv2.warpAffine, blobFromImages.
 immich_ml runs align_faces_into into a preallocated batch buffer (the engine hands it the
-recognizer's bound input), float32 NCHW or uint8 NHWC.
+recognizer's bound input), float32 NCHW or uint8 NHWC, on the loop the CPU gets ("avx2" where it
+has AVX2), and float32 once more on the portable loop (what CPUs without AVX2, e.g. ARM boards, run).
 Each row prints the median of N runs, wall clock and CPU time; "x ref" is the fastest reference's
 median CPU time divided by the row's, measured in the same run (cases take turns).
 """
@@ -29,6 +30,7 @@ import numpy as np
 from numpy.typing import NDArray
 from skimage.transform import SimilarityTransform
 
+from immich_ml._core import _align
 from immich_ml.ops.align import ARCFACE_TEMPLATE, align_faces_into
 
 TEMPLATE = ARCFACE_TEMPLATE.astype(np.float64)
@@ -114,17 +116,26 @@ def main() -> None:
         ("estimateAffinePartial2D + cv2", lambda: reference(image, as64, lmeds)),
         ("skimage + cv2 (insightface)", lambda: reference(image, as64, skimage_matrix)),
     ]
+    def portable(out: NDArray) -> None:
+        previous = _align.set_vector_kernels(False)
+        try:
+            align_faces_into(image, landmarks, out)
+        finally:
+            _align.set_vector_kernels(previous)
+
+    loop = _align.vector_kernels()
     ours: list[tuple[str, Callable[[], object]]] = [
-        ("immich_ml float32 NCHW", lambda: align_faces_into(image, landmarks, planar)),
-        ("immich_ml uint8 NHWC", lambda: align_faces_into(image, landmarks, interleaved)),
+        (f"immich_ml float32 NCHW ({loop})", lambda: align_faces_into(image, landmarks, planar)),
+        (f"immich_ml uint8 NHWC ({loop})", lambda: align_faces_into(image, landmarks, interleaved)),
+        ("immich_ml float32 NCHW (portable)", lambda: portable(planar)),
     ]
     rows = references + ours
     results = medians_ms([fn for _, fn in rows], args.runs)
     best = min(cpu for _, cpu in results[: len(references)])
     print(f"{args.faces} faces from a 1440x1080 image, median of {args.runs} runs")
-    print(f"{'implementation':<32} {'wall ms':>9} {'cpu ms':>8} {'us/face':>8} {'x ref':>6}")
+    print(f"{'implementation':<36} {'wall ms':>9} {'cpu ms':>8} {'us/face':>8} {'x ref':>6}")
     for (name, _), (wall, cpu) in zip(rows, results):
-        print(f"{name:<32} {wall:>9.3f} {cpu:>8.3f} {cpu * 1e3 / args.faces:>8.1f} {best / cpu:>6.1f}")
+        print(f"{name:<36} {wall:>9.3f} {cpu:>8.3f} {cpu * 1e3 / args.faces:>8.1f} {best / cpu:>6.1f}")
 
 
 if __name__ == "__main__":

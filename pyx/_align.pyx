@@ -14,6 +14,16 @@ def arcface_template() -> list:
     return [[align.kArcfaceTemplate[2 * i], align.kArcfaceTemplate[2 * i + 1]] for i in range(5)]
 
 
+def set_vector_kernels(bint enabled) -> bool:
+    """Test hook: False forces the portable warp loop process-wide. Returns the previous setting."""
+    return align.set_vector_kernels(enabled)
+
+
+def vector_kernels() -> str:
+    """The warp loop in use now: "avx2" or "portable"."""
+    return align.vector_kernels().decode("ascii")
+
+
 def similarity_transform(const float[:, ::1] landmarks, double[:, ::1] matrix) -> bool:
     """landmarks (5, 2) float32 -> matrix (2, 3) float64 (written). False when degenerate."""
     cdef bint ok

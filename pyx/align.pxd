@@ -10,3 +10,5 @@ cdef extern from "immich/align.h" namespace "immich::align" nogil:
     void align_faces(const uint8_t* image, int64_t height, int64_t width, int64_t row_stride,
                      const float* landmarks, int64_t face_count, float mean, float scale,
                      float* out_planar, uint8_t* out_interleaved) noexcept
+    bool set_vector_kernels(bool enabled) noexcept
+    const char* vector_kernels() noexcept

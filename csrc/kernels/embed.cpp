@@ -5,7 +5,56 @@
 
 namespace immich::embed {
 
-void l2_normalize_rows(const float* in, float* out, int64_t rows, int64_t cols) noexcept {
+namespace {
+
+// Workers run ONNX Runtime with session.set_denormal_as_zero, which turns on flush-to-zero and
+// denormals-are-zero for the calling thread, and that thread also post-processes the outputs.
+// The embedding Immich stores must not depend on which thread computed it, so the kernel runs
+// with IEEE subnormals and puts the caller's mode back afterwards. Reading the control register
+// costs a few cycles; it is only written when a flush mode is on.
+class IeeeSubnormals {
+ public:
+  IeeeSubnormals() noexcept : saved_(read()) {
+    if ((saved_ & kFlushBits) != 0) write(saved_ & ~kFlushBits);
+  }
+  ~IeeeSubnormals() {
+    if ((saved_ & kFlushBits) != 0) write(saved_);
+  }
+  IeeeSubnormals(const IeeeSubnormals&) = delete;
+  IeeeSubnormals& operator=(const IeeeSubnormals&) = delete;
+
+ private:
+  // The "memory" clobbers keep the compiler from moving the normalization (a separate,
+  // non-inlined call that writes memory) across the mode switches.
+#if defined(__x86_64__) || defined(__i386__)
+  using Word = unsigned int;
+  static constexpr Word kFlushBits = (1u << 15) | (1u << 6);  // MXCSR FTZ | DAZ
+  static Word read() noexcept {
+    Word csr;
+    asm volatile("stmxcsr %0" : "=m"(csr) : : "memory");
+    return csr;
+  }
+  static void write(Word csr) noexcept { asm volatile("ldmxcsr %0" : : "m"(csr) : "memory"); }
+#elif defined(__aarch64__)
+  using Word = unsigned long;
+  static constexpr Word kFlushBits = 1ul << 24;  // FPCR.FZ (flushes inputs and results)
+  static Word read() noexcept {
+    Word fpcr;
+    asm volatile("mrs %0, fpcr" : "=r"(fpcr) : : "memory");
+    return fpcr;
+  }
+  static void write(Word fpcr) noexcept { asm volatile("msr fpcr, %0" : : "r"(fpcr) : "memory"); }
+#else
+  using Word = unsigned int;
+  static constexpr Word kFlushBits = 0;
+  static Word read() noexcept { return 0; }
+  static void write(Word) noexcept {}
+#endif
+  Word saved_;
+};
+
+__attribute__((noinline)) void normalize(const float* in, float* out, int64_t rows,
+                                         int64_t cols) noexcept {
   constexpr int kLanes = 4;
   for (int64_t r = 0; r < rows; ++r) {
     const float* x = in + r * cols;
@@ -31,6 +80,13 @@ void l2_normalize_rows(const float* in, float* out, int64_t rows, int64_t cols) 
     const double inverse = 1.0 / norm;
     for (int64_t j = 0; j < cols; ++j) y[j] = static_cast<float>(x[j] * inverse);
   }
+}
+
+}  // namespace
+
+void l2_normalize_rows(const float* in, float* out, int64_t rows, int64_t cols) noexcept {
+  const IeeeSubnormals ieee;
+  normalize(in, out, rows, cols);
 }
 
 }  // namespace immich::embed

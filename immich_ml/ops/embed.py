@@ -31,7 +31,10 @@ def l2_normalize_rows(x: NDArray[np.float32]) -> NDArray[np.float32]:
     """Returns a new array with every row divided by its L2 norm.
 
     x: (rows, dim) float32 C-contiguous, or (dim,) treated as one row; the result has x's shape.
-    Rows of norm 0 stay 0. The norm is accumulated in double precision.
+    Rows of norm 0 stay 0. The norm is accumulated in double precision. Subnormal inputs and
+    outputs are kept whatever the calling thread's flush-to-zero / denormals-are-zero mode (ONNX
+    Runtime turns it on in workers), so the stored embedding does not depend on the thread; the
+    thread's mode is left as it was.
     """
     _check_float32("x", x)
     if x.ndim not in (1, 2):

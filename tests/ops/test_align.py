@@ -1,15 +1,22 @@
 """immich_ml.ops.align against a numpy SVD Umeyama, scikit-image's SimilarityTransform, a float64
-numpy bilinear warp written here, and cv2.warpAffine + cv2.dnn.blobFromImages (Immich's path)."""
+numpy bilinear warp written here, and cv2.warpAffine + cv2.dnn.blobFromImages (Immich's path).
+
+Every test runs twice: on the AVX2 warp loop (where the CPU has AVX2) and on the portable loop
+(what other CPUs, e.g. ARM boards, run); the two must also agree bit for bit."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+
+import platform
 
 import cv2
 import numpy as np
 import pytest
 from skimage.transform import SimilarityTransform
 
+from immich_ml._core import _align
 from immich_ml.errors import InvalidInput
 from immich_ml.ops.align import ARCFACE_TEMPLATE, align_faces_into, similarity_transform
 
@@ -84,6 +91,26 @@ def face_landmarks(rng: np.random.Generator, count: int, centre_range=((0, W), (
         points = (TEMPLATE - TEMPLATE.mean(0)) @ rot.T * size + centre + rng.normal(0, 2, (5, 2))
         faces.append(points)
     return np.array(faces, dtype=np.float32)
+
+
+@pytest.fixture(autouse=True, params=["vector", "portable"])
+def warp_loop(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Runs the test on the vector loop ("avx2", or "portable" on CPUs without AVX2) and on the
+    forced portable loop; yields the loop in use."""
+    previous = _align.set_vector_kernels(request.param == "vector")
+    try:
+        yield _align.vector_kernels()
+    finally:
+        _align.set_vector_kernels(previous)
+
+
+def cpu_has_avx2() -> bool | None:
+    """numpy's own run-time CPU detection (independent of ours); None where it does not say."""
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__
+    except ImportError:
+        return None
+    return bool(__cpu_features__.get("AVX2", False))
 
 
 # --- similarity_transform ----------------------------------------------------------------------
@@ -304,3 +331,58 @@ def test_read_only_out_and_bad_similarity_input_raise() -> None:
         similarity_transform(np.zeros((4, 2), np.float32))
     with pytest.raises(InvalidInput, match="float32"):
         similarity_transform(np.zeros((5, 2)))
+
+
+# --- vector and portable loops -----------------------------------------------------------------
+
+
+def test_the_requested_loop_runs(warp_loop: str, request: pytest.FixtureRequest) -> None:
+    if request.node.callspec.params["warp_loop"] == "portable":
+        assert warp_loop == "portable"
+    elif cpu_has_avx2() is not None and platform.machine().lower() in ("x86_64", "amd64"):
+        assert warp_loop == ("avx2" if cpu_has_avx2() else "portable")
+
+
+@pytest.mark.parametrize("shape", [(480, 640), (7, 9), (3, 2), (1, 1), (2, 700)])
+def test_vector_and_portable_loops_agree_bit_for_bit(shape: tuple[int, int]) -> None:
+    """Faces inside, across every border and corner, far outside, tiny and huge, rotated by up to
+    a half turn, on images down to one pixel: both output layouts, exact equality."""
+    rng = np.random.default_rng(sum(shape))
+    h, w = shape
+    image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    landmarks = []
+    for _ in range(60):
+        centre = rng.uniform([-0.4 * w - 2, -0.4 * h - 2], [1.4 * w + 2, 1.4 * h + 2])
+        size = np.exp(rng.uniform(-2.5, 0.5)) * max(h, w) / 224  # source px per crop px
+        angle = rng.uniform(-np.pi, np.pi)
+        rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+        landmarks.append((TEMPLATE - TEMPLATE.mean(0)) @ rot.T * size + centre)
+    faces = np.array(landmarks, np.float32)
+    results = []
+    for vector in (False, True):
+        previous = _align.set_vector_kernels(vector)
+        try:
+            planar = np.zeros((len(faces), 3, 112, 112), np.float32)
+            interleaved = np.zeros((len(faces), 112, 112, 3), np.uint8)
+            align_faces_into(image, faces, planar, mean=100.0, std=37.0)
+            align_faces_into(image, faces, interleaved)
+            results.append((planar, interleaved))
+        finally:
+            _align.set_vector_kernels(previous)
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+    np.testing.assert_array_equal(results[0][1], results[1][1])
+    black = (results[0][1] == 0).all(axis=-1).mean(axis=(1, 2))
+    assert ((black > 0) & (black < 1)).sum() >= 3  # faces cut by a border are there
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (2, 3), (5, 4)])
+def test_tiny_images_match_numpy_reference(shape: tuple[int, int]) -> None:
+    rng = np.random.default_rng(11)
+    image = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+    landmarks = face_landmarks(rng, 6, ((-2, shape[1] + 2), (-2, shape[0] + 2)))
+    landmarks = ((landmarks - landmarks.mean(1, keepdims=True)) * 0.05 + landmarks.mean(1, keepdims=True)).astype(np.float32)
+    out = np.zeros((len(landmarks), 112, 112, 3), np.uint8)
+    align_faces_into(image, landmarks, out)
+    for face, crop in zip(landmarks, out):
+        reference = reference_warp(image, umeyama(face, TEMPLATE)).astype(np.int16)
+        assert np.abs(crop.astype(np.int16) - reference).max() <= 1

@@ -3,9 +3,16 @@ Immich stores) and against numpy's shortest round-trip float32 digits (Dragon4).
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
+import platform
 import re
+import sys
+import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import numpy as np
 import orjson
@@ -35,16 +42,111 @@ def test_l2_matches_numpy(shape) -> None:
     np.testing.assert_array_equal(x, before)
 
 
-def test_l2_zero_rows_stay_zero_and_extremes_stay_finite() -> None:
-    x = np.zeros((4, 64), np.float32)
-    x[1, 3] = 1e-40  # denormal: its square underflows float32, not the double accumulator
-    x[2] = 3e38  # squares overflow float32, not double
-    x[3, :2] = [3, 4]
-    y = l2_normalize_rows(x)
+# Workers run ONNX Runtime with session.set_denormal_as_zero, which turns on flush-to-zero (FTZ) and
+# denormals-are-zero (DAZ) for the calling thread, and the thread (and threads it starts) keeps them:
+# within one process the tests after an ONNX Runtime test run in that mode. The kernel's results must
+# not depend on it, so these tests set each mode explicitly and build subnormal inputs from their bit
+# patterns (a float32 conversion on a flushing thread would turn them into 0 before the kernel ran).
+_FLUSH_BITS = 0x8040  # MXCSR FTZ | DAZ
+
+
+def flushing() -> bool:
+    """Whether this thread flushes subnormals, seen through numpy's own float32 arithmetic."""
+    return float(np.float32(1e-40) * np.float32(1.0)) == 0.0
+
+
+def subnormal(value: float) -> np.float32:
+    """The float32 subnormal nearest `value` (< 1.1754944e-38), made from its bits."""
+    return np.array([round(value / 2.0**-149)], np.uint32).view(np.float32)[0]
+
+
+@contextmanager
+def subnormal_mode(flush: bool) -> Iterator[None]:
+    """Runs the block with FTZ/DAZ on or off on this thread (glibc fenv on x86-64), then puts the
+    thread's previous mode back."""
+    libm_name = ctypes.util.find_library("m")
+    if platform.machine().lower() not in ("x86_64", "amd64") or sys.platform != "linux" or not libm_name:
+        pytest.skip("setting MXCSR from a test needs glibc on x86-64")
+    libm = ctypes.CDLL(libm_name)
+    saved = (ctypes.c_uint32 * 8)()  # fenv_t: 28-byte x87 environment, then MXCSR
+    assert libm.fegetenv(saved) == 0
+    wanted = (ctypes.c_uint32 * 8)(*saved)
+    wanted[7] = (saved[7] | _FLUSH_BITS) if flush else (saved[7] & ~_FLUSH_BITS)
+    assert libm.fesetenv(wanted) == 0
+    try:
+        assert flushing() == flush
+        yield
+    finally:
+        libm.fesetenv(saved)
+
+
+@pytest.mark.parametrize("flush", [False, True], ids=["ieee", "ftz-daz"])
+def test_l2_zero_rows_stay_zero_and_extremes_stay_finite(flush: bool) -> None:
+    with subnormal_mode(flush):
+        x = np.zeros((4, 64), np.float32)
+        x[1, 3] = subnormal(1e-40)  # denormal: its square underflows float32, not the double accumulator
+        x[2] = 3e38  # squares overflow float32, not double
+        x[3, :2] = [3, 4]
+        y = l2_normalize_rows(x)
+        assert flushing() == flush  # the caller's mode is left as it was
     assert (y[0] == 0).all()
     assert y[1, 3] == 1.0 and np.count_nonzero(y[1]) == 1
     np.testing.assert_allclose(y[2], 1 / 8, rtol=1e-7)
     np.testing.assert_array_equal(y[3, :2], np.array([0.6, 0.8], np.float32))
+
+
+@pytest.mark.parametrize("flush", [False, True], ids=["ieee", "ftz-daz"])
+def test_l2_keeps_subnormal_outputs_and_inputs(flush: bool) -> None:
+    """Rows with subnormal entries next to normal ones: quotients below float32's normal range stay
+    (not flushed to 0) and subnormal inputs count, in both modes; compared with float64 numpy run
+    on the bits in IEEE mode."""
+    bits = np.random.default_rng(5).integers(1, 1 << 23, (3, 16), dtype=np.uint32)  # all subnormal
+    x = bits.view(np.float32).copy()
+    x[0, 0] = np.float32(1e4)  # quotients of the rest ~1e-42: subnormal outputs
+    x[1, :2] = np.float32(1e-30)  # tiny but normal: subnormal inputs shift the norm
+    with subnormal_mode(flush):
+        y = l2_normalize_rows(x)
+    with subnormal_mode(False):  # numpy's comparisons would flush subnormals too
+        expected = reference_l2(x)
+        assert (np.abs(expected[0, 1:]) < np.finfo(np.float32).tiny).all()
+        assert np.count_nonzero(expected) > 40  # and most of them did not underflow to 0
+        np.testing.assert_array_max_ulp(y, expected, maxulp=1)
+
+
+def test_l2_on_a_thread_where_onnx_runtime_flushes() -> None:
+    """The production path: a worker thread that ran a session with set_denormal_as_zero."""
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Identity", ["x"], ["y"])], "identity",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])])  # fmt: skip
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    x = np.zeros((2, 8), np.float32)
+    x[0, 5] = subnormal(3e-39)
+    x[1, :2] = [3, 4]
+    result: dict[str, object] = {}
+
+    def on_a_worker_thread() -> None:  # FTZ/DAZ are per thread: keep them off the test thread
+        options = ort.SessionOptions()
+        options.add_session_config_entry("session.set_denormal_as_zero", "1")
+        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        session.run(None, {"x": np.ones(1, np.float32)})
+        result["flushing"] = flushing()
+        result["y"] = l2_normalize_rows(x)
+        result["still flushing"] = flushing()
+
+    thread = threading.Thread(target=on_a_worker_thread)
+    thread.start()
+    thread.join()
+    if not result["flushing"]:  # ONNX Runtime applies the option of a process's first session only
+        pytest.skip("ONNX Runtime did not turn on flush-to-zero on this thread")
+    assert result["still flushing"]
+    y = result["y"]
+    assert isinstance(y, np.ndarray)
+    np.testing.assert_array_equal(y[0], np.eye(8, dtype=np.float32)[5])
+    np.testing.assert_array_equal(y[1, :2], np.array([0.6, 0.8], np.float32))
 
 
 def test_l2_non_finite_rows_do_not_crash() -> None:

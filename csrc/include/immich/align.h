@@ -48,4 +48,11 @@ void align_faces(const uint8_t* image, int64_t height, int64_t width, int64_t ro
                  const float* landmarks, int64_t face_count, float mean, float scale,
                  float* out_planar, uint8_t* out_interleaved) noexcept;
 
+// Test hook, process-wide: false forces the portable loop (what CPUs without AVX2, e.g. ARM
+// boards, run) instead of the AVX2 one; both write bit-identical crops. Returns the previous
+// setting. vector_kernels() names the loop warps use now: "avx2" or "portable" (images whose
+// byte offsets do not fit int32 always take the portable loop).
+bool set_vector_kernels(bool enabled) noexcept;
+const char* vector_kernels() noexcept;
+
 }  // namespace immich::align
