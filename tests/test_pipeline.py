@@ -20,7 +20,7 @@ from immich_ml.backends.base import Target
 from immich_ml.config import PreloadModels, Settings
 from immich_ml.errors import InvalidImage, InvalidInput, UnknownModel
 from immich_ml.pipeline import Pipeline
-from immich_ml.schemas import Entry, ModelTask, ModelType, parse_entries
+from immich_ml.schemas import Entry, parse_entries
 
 CLIP_NAME, FACE_NAME = "ViT-B-32__openai", "buffalo_l"
 FACES = (Face(8, row=10, col=12, score=0.92), Face(16, row=5, col=7, score=0.81),

@@ -33,12 +33,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from immich_ml.backends._armnn_memory import BatchPlan, aligned_empty, as_aligned
+from immich_ml.backends._armnn_memory import BatchPlan, as_aligned
 from immich_ml.backends.base import (
     Availability,
     BoundCall,
     ModelArtifacts,
     Placement,
+    SessionMetadata,
     SessionOptions,
     Target,
     TensorSpec,
@@ -188,7 +189,7 @@ class _ArmnnCall:
         return self._session._execute(self._plan)
 
 
-class ArmnnSession:
+class ArmnnSession(SessionMetadata):
     """A ``model.armnn`` network behind the :class:`~immich_ml.backends.base.Session` protocol.
 
     Shapes are fixed by the network. ``bind`` also accepts a leading dimension that is a multiple
@@ -245,17 +246,6 @@ class ArmnnSession:
         if self._placement.fallback_reason:
             log.warning("ARM NN model %s: %s", label, self._placement.fallback_reason)
 
-    @property
-    def inputs(self) -> Sequence[TensorSpec]:
-        return self._inputs
-
-    @property
-    def outputs(self) -> Sequence[TensorSpec]:
-        return self._outputs
-
-    @property
-    def placement(self) -> Placement:
-        return self._placement
 
     @property
     def memory_imported(self) -> bool:

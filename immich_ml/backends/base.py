@@ -112,6 +112,28 @@ class BoundCall(Protocol):
         ...
 
 
+class SessionMetadata:
+    """What every backend session keeps about its graph: set ``_inputs``, ``_outputs`` and
+    ``_placement`` in ``__init__`` (``_placement`` may change later, e.g. after a fallback)."""
+
+    _inputs: tuple[TensorSpec, ...]
+    _outputs: tuple[TensorSpec, ...]
+    _placement: Placement
+
+    @property
+    def inputs(self) -> Sequence[TensorSpec]:
+        return self._inputs
+
+    @property
+    def outputs(self) -> Sequence[TensorSpec]:
+        return self._outputs
+
+    @property
+    def placement(self) -> Placement:
+        """Where the model really runs (after a fallback: where it moved to)."""
+        return self._placement
+
+
 @runtime_checkable
 class Session(Protocol):
     @property

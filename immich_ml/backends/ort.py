@@ -30,6 +30,7 @@ from immich_ml.backends.base import (
     BoundCall,
     ModelArtifacts,
     Placement,
+    SessionMetadata,
     SessionOptions,
     Target,
     TensorSpec,
@@ -118,7 +119,7 @@ class _OrtCall:
         return self._owner._run_bound(self._buffers)
 
 
-class OrtSession:
+class OrtSession(SessionMetadata):
     """An ``onnxruntime.InferenceSession`` behind the :class:`~immich_ml.backends.base.Session` protocol.
 
     Thread-safe: ``bind``/``run`` may be called from many threads; a fallback swaps the inner
@@ -155,18 +156,6 @@ class OrtSession:
 
     # --- protocol -------------------------------------------------------------------------------
 
-    @property
-    def inputs(self) -> Sequence[TensorSpec]:
-        return self._inputs
-
-    @property
-    def outputs(self) -> Sequence[TensorSpec]:
-        return self._outputs
-
-    @property
-    def placement(self) -> Placement:
-        """Where the model runs now (after a fallback: the new provider); kept after ``close``."""
-        return self._placement
 
     @contextmanager
     def bind(self, shapes: Mapping[str, tuple[int, ...]]) -> Iterator[BoundCall]:

@@ -30,6 +30,7 @@ from immich_ml.backends.base import (
     BoundCall,
     ModelArtifacts,
     Placement,
+    SessionMetadata,
     SessionOptions,
     Target,
     TensorSpec,
@@ -148,7 +149,7 @@ class _RknnCall:
         return self._session._run_slot(self._slot, self._staged)
 
 
-class RknnSession:
+class RknnSession(SessionMetadata):
     """An RKNN model behind the :class:`~immich_ml.backends.base.Session` protocol.
 
     ``library`` (path of librknnrt.so), ``soc`` and ``compatible`` (the device-tree file) override
@@ -247,17 +248,6 @@ class RknnSession:
             self._label, soc, threads, shared, self._placement.extra["core_masks"], api or "?", driver or "?",
         )
 
-    @property
-    def inputs(self) -> Sequence[TensorSpec]:
-        return self._inputs
-
-    @property
-    def outputs(self) -> Sequence[TensorSpec]:
-        return self._outputs
-
-    @property
-    def placement(self) -> Placement:
-        return self._placement
 
     @contextmanager
     def bind(self, shapes: Mapping[str, tuple[int, ...]]) -> Iterator[BoundCall]:
