@@ -123,3 +123,11 @@ class NotReady(ImmichMLError):
     status = 503
     kind = "not_ready"
     retry_after_s = 2
+
+
+class WorkerTimeout(ImmichMLError):
+    """A request ran longer than ``MACHINE_LEARNING_WORKER_TIMEOUT``; its worker is restarted."""
+
+    status = 504
+    kind = "worker_timeout"
+    retry_after_s = 1

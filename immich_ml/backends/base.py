@@ -35,6 +35,14 @@ class TensorSpec:
 
 
 @dataclass(frozen=True)
+class Availability:
+    """Whether a runtime can be used on this host, and why not (shown in logs and health)."""
+
+    available: bool
+    reason: str = ""
+
+
+@dataclass(frozen=True)
 class Target:
     """Where a worker wants its models to run: an accelerator family and a device id.
 

@@ -1,0 +1,111 @@
+"""CLIP text encoders: OpenCLIP (input ``text``) and M-CLIP (``input_ids`` + ``attention_mask``).
+
+Files: ``<name>/config.json`` (``text_cfg``), ``textual/tokenizer.json``,
+``textual/tokenizer_config.json`` (``pad_token``), ``textual/model.onnx``. Output: ``embedding``
+float32 ``[1, D]``, already L2-normalised by the graph, returned as Immich's JSON-array string.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import numpy as np
+
+from immich_ml.backends.base import Session, SessionOptions, TensorSpec
+from immich_ml.errors import InvalidInput, ModelLoadError
+from immich_ml.models.base import InferenceModel, ModelRequest
+from immich_ml.models.cache import ModelFiles
+from immich_ml.models.clip.tokenizer import ClipTokenizer, TextConfig
+from immich_ml.models.timing import Stages
+from immich_ml.ops.embed import serialize_embedding
+from immich_ml.schemas import ModelTask, ModelType
+
+log = logging.getLogger(__name__)
+
+
+class OpenClipTextual(InferenceModel):
+    """OpenCLIP text tower: ``text`` int32 ``[1, context_length]`` → ``embedding`` ``[1, D]``."""
+
+    task = ModelTask.SEARCH
+    type = ModelType.TEXTUAL
+    input_names: tuple[str, ...] = ("text",)
+
+    _tokenizer: ClipTokenizer | None = None
+    _inputs: tuple[TensorSpec, ...] = ()
+    _output_index = 0
+
+    def required_files(self) -> tuple[str, ...]:
+        return ("config.json", "textual/tokenizer.json", "textual/tokenizer_config.json")
+
+    def _prepare(self, files: ModelFiles) -> None:
+        model_cfg: dict[str, Any] = json.loads(files.path("config.json").read_text(encoding="utf-8"))
+        config = TextConfig.from_model_config(model_cfg, self.spec.name)
+        self._tokenizer = ClipTokenizer(
+            files.path("textual/tokenizer.json"), files.path("textual/tokenizer_config.json"), config
+        )
+
+    def _configure(self, session: Session) -> None:
+        by_name = {spec.name: spec for spec in session.inputs}
+        missing = [name for name in self.input_names if name not in by_name]
+        if missing:
+            found = ", ".join(by_name) or "none"
+            raise ModelLoadError(
+                f"Model '{self.spec.name}' is not a {type(self).__name__} text encoder: it lacks input(s) "
+                f"{', '.join(missing)} (found {found})."
+            )
+        self._inputs = tuple(by_name[name] for name in self.input_names)
+        assert self._tokenizer is not None
+        context = self._tokenizer.context_length
+        for spec in self._inputs:
+            dim = spec.shape[-1] if spec.shape else None
+            if isinstance(dim, int) and dim > 0 and dim != context:
+                raise ModelLoadError(
+                    f"Model '{self.spec.name}': input {spec.name} takes {dim} tokens but config.json says "
+                    f"context_length {context}."
+                )
+        names = [o.name for o in session.outputs]
+        self._output_index = names.index("embedding") if "embedding" in names else 0
+
+    def _reset(self) -> None:
+        self._tokenizer = None
+        self._inputs = ()
+
+    def session_options(self) -> SessionOptions:
+        context = self._tokenizer.context_length if self._tokenizer else 0
+        shapes = ({name: (1, context) for name in self.input_names},) if context else ()
+        return SessionOptions(shapes=shapes, label=self.spec.label)
+
+    def _predict(self, session: Session, request: ModelRequest, stages: Stages) -> str:
+        if request.text is None:
+            raise InvalidInput("Either image or text must be provided")
+        tokenizer = self._tokenizer
+        assert tokenizer is not None
+        language = request.options.get("language")
+        if language is not None and not isinstance(language, str):
+            raise InvalidInput("Option 'language' must be a string such as 'de' or 'zh-CN'.")
+        context = tokenizer.context_length
+        with session.bind({spec.name: (1, context) for spec in self._inputs}) as call:
+            with stages("preprocess"):
+                ids, mask = tokenizer.encode(request.text, language)
+                self._fill(call.inputs, ids, mask)
+            with stages("inference"):
+                outputs = call.run()
+            with stages("postprocess"):
+                vector = np.array(outputs[self._output_index], dtype=np.float32).reshape(-1)
+        with stages("serialize"):
+            return serialize_embedding(vector)
+
+    def _fill(self, buffers: Any, ids: np.ndarray[Any, Any], mask: np.ndarray[Any, Any]) -> None:
+        buffers["text"][0] = ids
+
+
+class MClipTextual(OpenClipTextual):
+    """M-CLIP (multilingual) text tower: ``input_ids`` + ``attention_mask`` → ``embedding``."""
+
+    input_names = ("input_ids", "attention_mask")
+
+    def _fill(self, buffers: Any, ids: np.ndarray[Any, Any], mask: np.ndarray[Any, Any]) -> None:
+        buffers["input_ids"][0] = ids
+        buffers["attention_mask"][0] = mask

@@ -1,0 +1,142 @@
+"""CLIP image encoder (OpenCLIP and M-CLIP visual towers).
+
+Files: ``visual/preprocess_cfg.json`` (``size``, ``mean``, ``std``, ``interpolation``, ``resize_mode``)
+and ``visual/model.onnx``: input ``image`` float32 ``[1,3,S,S]`` (or, for graphs that normalise
+themselves, uint8 ``[1,S,S,3]``), output ``embedding`` float32 ``[1,D]``, L2-normalised by the graph.
+The compiled resize kernel writes the normalised pixels straight into the session's input buffer.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Literal, cast
+
+import numpy as np
+
+from immich_ml.backends.base import Session, SessionOptions
+from immich_ml.errors import InvalidInput, ModelLoadError
+from immich_ml.models.base import InferenceModel, ModelRequest, pixel_buffer
+from immich_ml.models.cache import ModelFiles
+from immich_ml.models.timing import Stages
+from immich_ml.ops.embed import serialize_embedding
+from immich_ml.ops.image import resize_normalize_into
+from immich_ml.schemas import ModelTask, ModelType
+
+Resample = Literal["bilinear", "bicubic", "lanczos"]
+ResizeMode = Literal["shortest", "squash"]
+_RESAMPLE: dict[str, Resample] = {"bicubic": "bicubic", "bilinear": "bilinear", "lanczos": "lanczos"}
+
+
+@dataclass(frozen=True)
+class ClipPreprocess:
+    """Immich's CLIP image preprocessing. ``size`` in pixels; ``mean``/``std`` per RGB channel for
+    pixels scaled to 0..1; ``mode`` shortest = resize the short side then centre-crop, squash = stretch."""
+
+    size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    resample: Resample = "bicubic"
+    mode: ResizeMode = "shortest"
+
+    @staticmethod
+    def from_config(cfg: dict[str, Any]) -> ClipPreprocess:
+        """Parse ``preprocess_cfg.json``; KeyError/TypeError/ValueError mean a broken file."""
+        raw_size = cfg["size"]
+        size = int(raw_size[0] if isinstance(raw_size, list) else raw_size)
+        mean = tuple(float(v) for v in cfg["mean"])
+        std = tuple(float(v) for v in cfg["std"])
+        if len(mean) != 3 or len(std) != 3 or size < 1 or any(s == 0 for s in std):
+            raise ValueError(f"size {raw_size}, mean {cfg['mean']} and std {cfg['std']} are not usable")
+        interpolation = str(cfg.get("interpolation", "bicubic")).lower()
+        resample = _RESAMPLE.get(interpolation)
+        mode = cfg.get("resize_mode", "shortest")  # open_clip's default for configs that predate it
+        if resample is None:
+            raise ModelLoadError(f"Unsupported interpolation {interpolation!r} in preprocess_cfg.json.")
+        if mode not in ("shortest", "squash"):
+            raise ModelLoadError(f"Unsupported resize_mode {mode!r} in preprocess_cfg.json.")
+        return ClipPreprocess(
+            size=size,
+            mean=(mean[0], mean[1], mean[2]),
+            std=(std[0], std[1], std[2]),
+            resample=resample,
+            mode=cast(ResizeMode, mode),
+        )
+
+
+class ClipVisual(InferenceModel):
+    task = ModelTask.SEARCH
+    type = ModelType.VISUAL
+
+    _pre: ClipPreprocess | None = None
+    _input = "image"
+    _fused = False
+    _output_index = 0
+
+    def required_files(self) -> tuple[str, ...]:
+        return ("visual/preprocess_cfg.json",)
+
+    def _prepare(self, files: ModelFiles) -> None:
+        cfg = json.loads(files.path("visual/preprocess_cfg.json").read_text(encoding="utf-8"))
+        self._pre = ClipPreprocess.from_config(cfg)
+
+    def _configure(self, session: Session) -> None:
+        assert self._pre is not None
+        if not session.inputs:
+            raise ModelLoadError(f"Model '{self.spec.name}' has no inputs.")
+        names = [spec.name for spec in session.inputs]
+        spec = session.inputs[names.index("image") if "image" in names else 0]
+        self._input = spec.name
+        self._fused = spec.dtype == "uint8"
+        if len(spec.shape) != 4:
+            raise ModelLoadError(
+                f"Model '{self.spec.name}': image input {spec.name} has shape {spec.shape}, expected 4-D."
+            )
+        spatial = spec.shape[1:3] if self._fused else spec.shape[2:4]
+        size = self._pre.size
+        if any(isinstance(d, int) and d > 0 and d != size for d in spatial):
+            raise ModelLoadError(
+                f"Model '{self.spec.name}' takes {spatial} images but preprocess_cfg.json says {size}."
+            )
+        outputs = [o.name for o in session.outputs]
+        self._output_index = outputs.index("embedding") if "embedding" in outputs else 0
+
+    def _reset(self) -> None:
+        self._pre = None
+
+    def _shape(self) -> tuple[int, int, int, int]:
+        assert self._pre is not None
+        s = self._pre.size
+        return (1, s, s, 3) if self._fused else (1, 3, s, s)
+
+    def session_options(self) -> SessionOptions:
+        shapes = ({self._input: self._shape()},) if self._pre else ()
+        return SessionOptions(shapes=shapes, label=self.spec.label)
+
+    def min_image_side(self) -> int | None:
+        return self._pre.size if self._pre else None
+
+    def _predict(self, session: Session, request: ModelRequest, stages: Stages) -> str:
+        image = request.image
+        if image is None:
+            raise InvalidInput("Either image or text must be provided")
+        pre = self._pre
+        assert pre is not None
+        with session.bind({self._input: self._shape()}) as call:
+            with stages("preprocess"):
+                resize_normalize_into(
+                    image,
+                    pixel_buffer(call.inputs[self._input]),
+                    0,
+                    size=(pre.size, pre.size),
+                    mode=pre.mode,
+                    resample=pre.resample,
+                    mean=pre.mean,
+                    std=pre.std,
+                )
+            with stages("inference"):
+                outputs = call.run()
+            with stages("postprocess"):
+                vector = np.array(outputs[self._output_index], dtype=np.float32).reshape(-1)
+        with stages("serialize"):
+            return serialize_embedding(vector)

@@ -1,0 +1,181 @@
+"""The Flask application: Immich's three endpoints plus health, readiness and metrics.
+
+The app only parses and answers; every model runs in a worker process behind the pool, which
+returns the response body already serialized (orjson), so a prediction is passed through here
+as bytes. No numpy, no runtime is imported in this process.
+
+Endpoints (see docs/http-api.md):
+
+* ``GET /`` → ``{"message":"Immich ML"}``; ``GET /ping`` → ``pong`` (cheap liveness, no IPC)
+* ``POST /predict`` → multipart ``entries`` + ``image`` (file) or ``text``, Immich's contract
+* ``GET /health`` → per-worker report; ``GET /ready`` → 200 when every worker slot is ready
+* ``GET /metrics`` → Prometheus text
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from collections.abc import Sequence
+from typing import IO, Any, Protocol
+
+from flask import Flask, Request, Response, g, request
+
+import immich_ml
+from immich_ml.config import Settings
+from immich_ml.errors import InvalidImage, InvalidInput, InvalidRequest
+from immich_ml.schemas import DEPENDENCIES, Entry, parse_entries
+from immich_ml.server.errors import json_response, register_error_handlers
+from immich_ml.server.metrics import CONTENT_TYPE, ServiceMetrics
+from immich_ml.workers.pool import Prediction
+
+log = logging.getLogger("immich_ml.server")
+
+
+class PredictionService(Protocol):
+    """What the app needs from the worker pool (:class:`immich_ml.workers.pool.WorkerPool`)."""
+
+    def predict(
+        self, entries: Sequence[Entry], *, image: bytes | None = None, text: str | None = None
+    ) -> Prediction: ...
+
+    def is_ready(self) -> bool: ...
+
+    def health(self, timeout: float = 2.0) -> list[dict[str, Any]]: ...
+
+    def snapshot(self) -> list[dict[str, Any]]: ...
+
+
+class _Request(Request):
+    """Keeps uploaded files in memory (Werkzeug spools anything over 500 KB to a temp file).
+
+    The body is already capped by ``MAX_CONTENT_LENGTH``, so memory stays bounded.
+    """
+
+    def _get_file_stream(
+        self,
+        total_content_length: int | None,
+        content_type: str | None,
+        filename: str | None = None,
+        content_length: int | None = None,
+    ) -> IO[bytes]:
+        return io.BytesIO()
+
+
+def create_app(
+    settings: Settings, pool: PredictionService, metrics: ServiceMetrics | None = None
+) -> Flask:
+    """The WSGI application for ``settings``, answering predictions through ``pool``."""
+    app = Flask("immich_ml")
+    app.request_class = _Request
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
+    metrics = metrics or ServiceMetrics()
+    app.extensions["immich_ml.metrics"] = metrics
+    register_error_handlers(app, settings)
+
+    @app.before_request
+    def _start_clock() -> None:
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def _account(response: Response) -> Response:
+        _record(metrics, response)
+        return response
+
+    @app.get("/")
+    def root() -> Response:
+        return json_response({"message": "Immich ML"})
+
+    @app.get("/ping")
+    def ping() -> Response:
+        return Response("pong", mimetype="text/plain")
+
+    @app.post("/predict")
+    def predict() -> Response:
+        entries, image, text = _parse_predict_request()
+        prediction = pool.predict(entries, image=image, text=text)
+        g.prediction_meta = prediction.meta
+        return Response(prediction.body, status=200, mimetype="application/json")
+
+    @app.get("/health")
+    def health() -> Response:
+        workers = pool.health()
+        ready = [w for w in workers if w["state"] == "ready"]
+        if len(ready) == len(workers) and pool.is_ready():
+            status = "ok"
+        elif any(w["state"] == "failed" for w in workers):
+            status = "degraded"
+        else:
+            status = "starting"
+        body = {"status": status, "ready": pool.is_ready(), "version": immich_ml.__version__, "workers": workers}
+        return json_response(body, 200 if ready else 503)
+
+    @app.get("/ready")
+    def ready() -> Response:
+        is_ready = pool.is_ready()
+        return json_response({"ready": is_ready}, 200 if is_ready else 503)
+
+    @app.get("/metrics")
+    def metrics_endpoint() -> Response:
+        return Response(metrics.render(pool.health(timeout=1.0)), mimetype=CONTENT_TYPE)
+
+    return app
+
+
+def _parse_predict_request() -> tuple[tuple[Entry, ...], bytes | None, str | None]:
+    """``entries`` and the payload, validated as far as the HTTP layer can (Immich's statuses)."""
+    raw = request.form.get("entries")
+    if raw is None:
+        raise InvalidRequest("Invalid request format: the 'entries' form field is missing.")
+    entries = parse_entries(raw)
+    g.entries = entries
+    present = {(entry.task, entry.type) for entry in entries}
+    for entry in entries:
+        needed = DEPENDENCIES.get((entry.task, entry.type))
+        if needed is not None and needed not in present:
+            raise InvalidInput(
+                f"Task {entry.task} of type {entry.type} depends on output of {needed[1]}: "
+                f"add entries[{needed[0]!r}][{needed[1]!r}] to the request."
+            )
+    upload = request.files.get("image")
+    if upload is not None:
+        image = upload.stream.read()
+        if not image:
+            raise InvalidImage("Image has zero width or height: the uploaded 'image' file is empty.")
+        return entries, image, None
+    if "image" in request.form:
+        raise InvalidInput(
+            "'image' must be sent as a file part (curl: -F image=@photo.jpg), not as a text field."
+        )
+    text = request.form.get("text")
+    if text is None:
+        raise InvalidInput("Either image or text must be provided")
+    return entries, None, text
+
+
+def _record(metrics: ServiceMetrics, response: Response) -> None:
+    """Metrics and the per-request debug line, for every response including errors."""
+    elapsed = time.perf_counter() - g.get("started", time.perf_counter())
+    route = request.url_rule.rule if request.url_rule is not None else "other"
+    status = str(response.status_code)
+    metrics.http_requests.inc(request.method, route, status)
+    kind = g.get("error_kind")
+    if kind is not None:
+        metrics.errors.inc(kind)
+    entries: tuple[Entry, ...] = g.get("entries", ())
+    # Names from a client are only used as labels once a worker accepted them, so a client
+    # cannot create unbounded series with made-up model names.
+    known = response.status_code < 400 or kind not in ("unknown_model", "invalid_request", "invalid_input")
+    for entry in entries:
+        model = entry.name if known else "other"
+        metrics.predict_requests.inc(entry.task.value, entry.type.value, model, status)
+        metrics.predict_duration.observe(elapsed, entry.task.value, entry.type.value, model)
+    meta = g.get("prediction_meta")
+    if meta is not None:
+        metrics.record_prediction(meta)
+    if log.isEnabledFor(logging.DEBUG):
+        label = ",".join(f"{e.task}/{e.type}/{e.name}" for e in entries) or "-"
+        log.debug(
+            "%s %s %s %.1f ms entries=%s", request.method, request.path, status, elapsed * 1000, label
+        )

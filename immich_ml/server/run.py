@@ -1,0 +1,146 @@
+"""``python -m immich_ml``: read settings, start the worker pool, serve HTTP with waitress.
+
+The listening socket is bound before any worker starts (a port conflict fails at once) and
+``/ping`` answers from the first moment, while workers load; ``/ready`` turns 200 once every
+worker slot passed its self-test. ``IMMICH_HOST=[::]`` (the default) binds one dual-stack socket,
+so IPv4 clients reach it too. SIGTERM and SIGINT stop the server, then the workers.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import signal
+import socket
+import sys
+from collections.abc import Sequence
+from types import FrameType
+
+import waitress
+
+import immich_ml
+from immich_ml.config import Settings, load_settings
+from immich_ml.errors import SettingsError
+from immich_ml.server.app import create_app
+from immich_ml.workers import routing
+from immich_ml.workers.logs import configure_logging
+from immich_ml.workers.pool import WorkerPool
+from immich_ml.workers.protocol import PIPELINE_FACTORY
+
+log = logging.getLogger("immich_ml.server")
+
+
+class _Shutdown(Exception):
+    """Raised in the main thread by SIGTERM to leave waitress's loop."""
+
+
+def bind_sockets(host: str, port: int) -> list[socket.socket]:
+    """Bound (not yet listening) TCP sockets for ``host:port``.
+
+    ``host`` is an IP literal without brackets or a name. The IPv6 wildcard ``::`` gets one
+    dual-stack socket (``IPV6_V6ONLY`` off), which also accepts IPv4 clients as mapped addresses.
+    A name binds every address it resolves to.
+    """
+    try:
+        literal: ipaddress.IPv4Address | ipaddress.IPv6Address | None = ipaddress.ip_address(host)
+    except ValueError:
+        literal = None
+    if literal is not None:
+        family = socket.AF_INET6 if literal.version == 6 else socket.AF_INET
+        return [_bind(family, host, port, dual_stack=literal.version == 6 and literal.is_unspecified)]
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    seen: set[tuple[int, str]] = set()
+    sockets = []
+    for family, _, _, _, address in infos:
+        key = (int(family), str(address[0]))
+        if key not in seen:
+            seen.add(key)
+            sockets.append(_bind(family, str(address[0]), port, dual_stack=False))
+    return sockets
+
+
+def _bind(family: socket.AddressFamily, host: str, port: int, *, dual_stack: bool) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if dual_stack else 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def waitress_threads(settings: Settings) -> int:
+    """HTTP threads: each waits on one request while a worker runs it."""
+    return max(settings.request_threads, 8)
+
+
+def _log_start(settings: Settings) -> None:
+    log.info("Starting immich_ml %s%s", immich_ml.__version__, f" ({settings.source_ref})" if settings.source_ref else "")
+    plans = routing.device_slots(settings)
+    log.info(
+        "Settings: device=%s device_ids=%s workers=%d request_threads=%d queue_depth=%d "
+        "model_ttl=%d s worker_timeout=%d s cache=%s",
+        settings.device, ",".join(settings.device_ids), settings.workers,
+        max(1, settings.request_threads), settings.queue_depth, settings.model_ttl,
+        settings.worker_timeout, settings.cache_folder,
+    )
+    slots = ", ".join(f"worker {p.index} -> {p.kind}:{p.device_id}" for p in plans)
+    placed = sorted("/".join(pair) for pair in routing.cpu_placed(settings))
+    log.info("Worker slots: %s%s", slots, f"; placed on CPU workers: {', '.join(placed)}" if placed else "")
+
+
+def serve(settings: Settings, *, pipeline_factory: str = PIPELINE_FACTORY) -> None:
+    """Run the service until SIGTERM/SIGINT; returns after workers have stopped."""
+    _log_start(settings)
+    sockets = bind_sockets(settings.bind_host, settings.port)
+    pool = WorkerPool(settings, pipeline_factory=pipeline_factory)
+    pool.start()
+    try:
+        app = create_app(settings, pool)
+        server = waitress.create_server(
+            app,
+            sockets=sockets,
+            threads=waitress_threads(settings),
+            ident="immich_ml",
+            # Waitress buffers the whole body before the app sees it: cap it at the same limit
+            # (the app answers 413 with a JSON message; waitress only for bodies it refuses first).
+            max_request_body_size=settings.max_request_bytes + 2**20,
+            # Clients that keep connections alive (Node's undici: 4 s) must not race our close.
+            channel_timeout=max(settings.http_keepalive_timeout_s, 10),
+        )
+        for sock in sockets:
+            address = sock.getsockname()
+            where = f"[{address[0]}]" if sock.family == socket.AF_INET6 else address[0]
+            stack = " (IPv4 and IPv6)" if sock.family == socket.AF_INET6 and address[0] == "::" else ""
+            log.info("Listening on http://%s:%d%s", where, address[1], stack)
+        previous = signal.signal(signal.SIGTERM, _raise_shutdown)
+        try:
+            server.run()
+        except (KeyboardInterrupt, _Shutdown):
+            log.info("Shutting down")
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            server.close()
+    finally:
+        pool.close()
+        for sock in sockets:
+            sock.close()
+
+
+def _raise_shutdown(signum: int, frame: FrameType | None) -> None:
+    raise _Shutdown()
+
+
+def main(argv: Sequence[str] | None = None, *, pipeline_factory: str = PIPELINE_FACTORY) -> int:
+    """Console entry point; returns the process exit status."""
+    try:
+        settings = load_settings()
+    except SettingsError as error:
+        print(f"immich_ml: {error.message}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level_number)
+    serve(settings, pipeline_factory=pipeline_factory)
+    return 0
