@@ -88,6 +88,13 @@ class ModelUnavailable(ModelLoadError):
     kind = "model_unavailable"
 
 
+class FormatUnavailable(ModelLoadError):
+    """A native backend cannot serve this model (no ``model.armnn``/``model.rknn``, or a file
+    this runtime cannot read); the backend registry loads the ONNX model instead, with a warning."""
+
+    kind = "format_unavailable"
+
+
 class BackendError(ImmichMLError):
     """The inference runtime failed while running a model."""
 

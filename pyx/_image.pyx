@@ -37,6 +37,7 @@ def resize_normalize_chw(const uint8_t[:, :, :] img, float[:, :, :, ::1] out, Py
     cdef image.Geometry g = _geometry(geometry)
     cdef image.Normalization norm
     norm.scale = scale
+    cdef int c
     for c in range(3):
         norm.mean[c] = mean[c]
         norm.std[c] = std[c]

@@ -4,7 +4,6 @@
 #include <cmath>
 #include <cstring>
 
-
 namespace immich::align {
 
 const double kArcfaceTemplate[kLandmarks * 2] = {
@@ -103,6 +102,34 @@ inline Channels load4(const uint8_t* base, const int64_t* offset) {
                   __builtin_convertvector((words >> 16) & byte, Float4)};
 }
 
+// Crop rows ahead of the one being sampled whose source taps are requested early: a face's source
+// region is usually cold (a photo is far larger than the caches, each face touches a new part),
+// and the walk across it is slanted, which hardware prefetchers do not follow. Measured: 2x.
+constexpr int kPrefetchRows = 4;
+
+// A prefetch the compiler cannot drop: GCC 12 was seen deleting __builtin_prefetch here (the
+// address comes from a float-to-int conversion) depending on inlining and -O level.
+inline void prefetch_line(const uint8_t* p) {
+#if defined(__x86_64__) || defined(__i386__)
+  asm volatile("prefetcht0 (%0)" : : "r"(p));
+#elif defined(__aarch64__)
+  asm volatile("prfm pldl1keep, [%0]" : : "r"(p));
+#else
+  __builtin_prefetch(p);
+#endif
+}
+
+// Requests the cache lines under the taps of the source point (sx, sy), clamped into the image.
+inline void prefetch(const Image& im, double sx, double sy) {
+  const double max_x = static_cast<double>(im.width - 1), max_y = static_cast<double>(im.height - 1);
+  const double x = sx > 0.0 ? (sx < max_x ? sx : max_x) : 0.0;
+  const double y = sy > 0.0 ? (sy < max_y ? sy : max_y) : 0.0;
+  const uint8_t* tap =
+      im.data + static_cast<int64_t>(y) * im.row_stride + static_cast<int64_t>(x) * 3;
+  prefetch_line(tap);
+  prefetch_line(tap + (y < max_y ? im.row_stride : 0));
+}
+
 // Runs every crop pixel through the sampler and hands the rounded RGB to the sink, 4 pixels of a
 // row at a time (sink.store4) where all their taps are inside the image, else one by one
 // (sink.store1). Coordinates of the vector path are float offsets from the row start's integer
@@ -115,6 +142,11 @@ void warp(const Image& im, const double* inv, Sink& sink) {
   const Int4 zero = {0, 0, 0, 0};
   const int32_t fast_w = static_cast<int32_t>(im.width < kVectorRange ? im.width - 2 : -1);
   const int32_t fast_h = static_cast<int32_t>(im.height < kVectorRange ? im.height - 1 : -1);
+  for (int y = 0; y < kPrefetchRows; ++y) {
+    for (int x = 0; x < kCropSize; x += 4) {
+      prefetch(im, inv[0] * x + inv[1] * y + inv[2], inv[3] * x + inv[4] * y + inv[5]);
+    }
+  }
   for (int y = 0; y < kCropSize; ++y) {
     const double start_x = inv[1] * y + inv[2], start_y = inv[4] * y + inv[5];
     const double end_x = start_x + inv[0] * (kCropSize - 1);
@@ -126,8 +158,11 @@ void warp(const Image& im, const double* inv, Sink& sink) {
     const float frac_x = static_cast<float>(start_x - base_x);
     const float frac_y = static_cast<float>(start_y - base_y);
     const int32_t int_x = static_cast<int32_t>(base_x), int_y = static_cast<int32_t>(base_y);
+    const double ahead_x = start_x + kPrefetchRows * inv[1];
+    const double ahead_y = start_y + kPrefetchRows * inv[4];
     for (int x = 0; x < kCropSize; x += 4) {
       const int64_t index = static_cast<int64_t>(y) * kCropSize + x;
+      prefetch(im, ahead_x + inv[0] * x, ahead_y + inv[3] * x);
       if (vector_row) {
         const Float4 column = lane + static_cast<float>(x);
         const Float4 rx = frac_x + step_x * column, ry = frac_y + step_y * column;

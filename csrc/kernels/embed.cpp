@@ -26,7 +26,10 @@ void l2_normalize_rows(const float* in, float* out, int64_t rows, int64_t cols) 
       for (int64_t j = 0; j < cols; ++j) y[j] = 0.0f;
       continue;
     }
-    for (int64_t j = 0; j < cols; ++j) y[j] = static_cast<float>(x[j] / norm);
+    // One division per row; the double product then rounds once to float, as the quotient would
+    // (within double rounding, far below float's last bit).
+    const double inverse = 1.0 / norm;
+    for (int64_t j = 0; j < cols; ++j) y[j] = static_cast<float>(x[j] * inverse);
   }
 }
 

@@ -118,11 +118,13 @@ bool vertical_first(const Source& src, const Geometry& g) noexcept {
          src.height - g.resized_h > 2 * (src.width - g.resized_w);
 }
 
-// Vertical pass for output row i of `w`, reading rows of `base` (row r at base + r * stride).
+// Vertical pass for output row i of `w`. `base` holds source rows from `row0` on: source row r
+// is at base + (r - row0) * stride.
 inline void vertical_row(detail::VerticalRowFn fn, const AxisWeights& w, int64_t i,
-                         const uint8_t* base, int64_t stride, int64_t n, uint8_t* out) noexcept {
-  fn(base + w.start[static_cast<size_t>(i)] * stride, stride, w.coeffs.data() + i * w.stride,
-     w.count[static_cast<size_t>(i)], n, out);
+                         const uint8_t* base, int64_t row0, int64_t stride, int64_t n,
+                         uint8_t* out) noexcept {
+  fn(base + (w.start[static_cast<size_t>(i)] - row0) * stride, stride,
+     w.coeffs.data() + i * w.stride, w.count[static_cast<size_t>(i)], n, out);
 }
 
 // Horizontal pass over `rows` (1..kRowBlock) consecutive rows: source row b at src + b * src_stride,
@@ -193,7 +195,7 @@ Status run(const Source& src, const Geometry& g, Filter filter, const Sink& sink
     uint8_t* tmp = intermediate.data();
     run_parallel(threads, g.region_h, [&](int, int64_t begin, int64_t end) {
       for (int64_t y = begin; y < end; ++y) {
-        vertical_row(vertical, wy, y, src.data + col_lo * 3, src.row_stride, inter_bytes,
+        vertical_row(vertical, wy, y, src.data + col_lo * 3, 0, src.row_stride, inter_bytes,
                      tmp + y * inter_bytes);
       }
     });
@@ -211,9 +213,10 @@ Status run(const Source& src, const Geometry& g, Filter filter, const Sink& sink
     return kOk;
   }
 
-  // Horizontal pass first: the vertical pass reads the intermediate, or the source itself.
+  // Horizontal pass first: the vertical pass reads the intermediate (which starts at source row
+  // row_lo), or the source itself.
   const uint8_t* in_base;
-  int64_t in_stride;
+  int64_t in_row0, in_stride;
   if (need_h) {
     uint8_t* tmp = intermediate.data();
     run_parallel(threads, row_hi - row_lo, [&](int, int64_t begin, int64_t end) {
@@ -223,10 +226,12 @@ Status run(const Source& src, const Geometry& g, Filter filter, const Sink& sink
                          std::min<int64_t>(detail::kRowBlock, end - r));
       }
     });
-    in_base = tmp - row_lo * width3;
+    in_base = tmp;
+    in_row0 = row_lo;
     in_stride = width3;
   } else {
     in_base = src.data + g.crop_x * 3;
+    in_row0 = 0;
     in_stride = src.row_stride;
   }
   run_parallel(threads, out_h, [&](int worker, int64_t begin, int64_t end) {
@@ -234,10 +239,10 @@ Status run(const Source& src, const Geometry& g, Filter filter, const Sink& sink
       if (y >= g.region_h) {
         sink.fill(y, 0);
       } else if (!need_v) {
-        sink.row(y, in_base + (g.crop_y + y) * in_stride, g.region_w);
+        sink.row(y, in_base + (g.crop_y + y - in_row0) * in_stride, g.region_w);
       } else {
         uint8_t* out = rowbuf.data() + worker * width3;
-        vertical_row(vertical, wy, y, in_base, in_stride, width3, out);
+        vertical_row(vertical, wy, y, in_base, in_row0, in_stride, width3, out);
         sink.row(y, out, g.region_w);
       }
     }

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import closed_port_endpoint
+from model_testing import closed_port_endpoint
 from fakehub import FakeHub
 from graphs import clip_repo, clip_visual, face_repo, write_repo
 

@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import closed_port_endpoint, with_settings
+from model_testing import closed_port_endpoint, with_settings
 from fakehub import FakeHub
 from graphs import clip_repo, face_repo, write_repo
 

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import onnx
 import pytest
-from conftest import with_settings
+from model_testing import with_settings
 from graphs import clip_repo, face_repo, write_repo
 from onnx import TensorProto, helper, numpy_helper
 

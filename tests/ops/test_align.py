@@ -141,6 +141,16 @@ def test_degenerate_landmarks_give_zero_matrix_and_black_crop(landmarks) -> None
     assert (interleaved[1] == 0).all() and (interleaved[0] == 9).all()
 
 
+@pytest.mark.parametrize("offset", [1e7, -1e12, 3e38])
+def test_landmarks_far_outside_give_black_crops(offset) -> None:
+    landmarks = (TEMPLATE + offset).astype(np.float32)
+    matrix = similarity_transform(landmarks)
+    assert np.isfinite(matrix).all()
+    out = np.full((1, 3, 112, 112), 9.0, np.float32)
+    align_faces_into(make_image(), landmarks[None], out)
+    assert (out == -1.0).all()
+
+
 # --- warp -----------------------------------------------------------------------------------------
 
 
@@ -205,6 +215,19 @@ def test_faces_partly_or_fully_outside_the_image() -> None:
         assert np.abs(crop.astype(np.int16) - reference).max() <= 1
     assert (out[:8] == 0).any(axis=-1).mean() > 0.05  # real border area is black
     assert (out[-2:] == 0).all()
+
+
+def test_read_only_inputs_are_accepted() -> None:
+    rng = np.random.default_rng(9)
+    image, landmarks = make_image(9), face_landmarks(rng, 2)
+    expected = np.zeros((2, 3, 112, 112), np.float32)
+    align_faces_into(image, landmarks, expected)
+    image.setflags(write=False)
+    landmarks.setflags(write=False)
+    found = np.zeros((2, 3, 112, 112), np.float32)
+    align_faces_into(image, landmarks, found)
+    np.testing.assert_array_equal(found, expected)
+    np.testing.assert_allclose(similarity_transform(landmarks[0]), umeyama(landmarks[0], TEMPLATE), atol=1e-9)
 
 
 def test_only_the_target_slots_are_written() -> None:

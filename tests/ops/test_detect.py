@@ -126,6 +126,16 @@ def test_batch_dimension_and_flat_scores_are_accepted() -> None:
     assert_same(b, (a.boxes, a.scores, a.landmarks))
 
 
+def test_read_only_heads_are_accepted() -> None:
+    """Runtime outputs may be read-only buffers."""
+    heads = random_heads(np.random.default_rng(12))
+    for group in heads:
+        for head in group:
+            head.setflags(write=False)
+    found = decode_scrfd(*heads, input_size=(640, 640), min_score=0.8, scale=1.0)
+    assert_same(found, reference_decode(*heads, (640, 640), 0.8, 1.0))
+
+
 def test_equal_scores_keep_level_then_anchor_order() -> None:
     rng = np.random.default_rng(4)
     heads = random_heads(rng, tie_levels=8)

@@ -4,8 +4,9 @@
 //
 // The resample follows Pillow's `Image.resize` convolution (filter shapes, support widened by the
 // scale factor when downscaling, pixel-centre mapping, weight normalisation, 22-bit fixed-point
-// weights, horizontal pass first with a uint8-rounded intermediate) so results match Pillow to the
-// bit in practice. Plain C++17: no Python, no exceptions escape, callers own every output buffer.
+// weights, a uint8-rounded intermediate between the two passes, and Pillow 13's choice of which
+// pass runs first) so results match Pillow to the bit. Only the output pixels that survive a crop
+// are computed. Plain C++17: no Python, no exceptions escape, callers own every output buffer.
 #ifndef IMMICH_IMAGE_H
 #define IMMICH_IMAGE_H
 

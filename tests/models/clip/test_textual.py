@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import RecordingSession
+from model_testing import RecordingSession
 from graphs import ClipRepo, clip_repo, clip_textual_reference, write_repo
 from tokenizers import Tokenizer
 

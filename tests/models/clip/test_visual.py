@@ -7,7 +7,7 @@ import json
 import numpy as np
 import numpy.typing as npt
 import pytest
-from conftest import RecordingSession
+from model_testing import RecordingSession
 from graphs import OPENAI_MEAN, OPENAI_STD, ClipRepo, clip_repo, clip_visual_reference, write_repo
 from PIL import Image
 from skimage import data as skdata

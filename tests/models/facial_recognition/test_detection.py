@@ -6,7 +6,7 @@ import numpy as np
 import numpy.typing as npt
 import onnx
 import pytest
-from conftest import RecordingSession
+from model_testing import RecordingSession
 from graphs import Face, arcface, expected_face, face_repo, scrfd, write_repo
 
 from immich_ml.backends.base import Target

@@ -10,7 +10,7 @@ import numpy as np
 import numpy.typing as npt
 import onnx
 import pytest
-from conftest import RecordingSession, with_settings
+from model_testing import RecordingSession, with_settings
 from graphs import arcface, arcface_reference, face_repo, scrfd, write_repo
 from PIL import Image
 
