@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from immich_ml.backends import ort_options, ortlog, precision, providers
+from immich_ml.backends import ort_options, ortlog, precision, prepare, providers
 from immich_ml.backends.base import (
     BoundCall,
     ModelArtifacts,
@@ -292,7 +292,7 @@ class OrtSession:
         if provider == providers.OPENVINO:
             self._check_openvino_device(opts)
         wanted = precision.effective_precision(self._settings, provider, opts)
-        path, prec = self._model_path(wanted)
+        path, prec = self._model_path(wanted, provider)
         so = ort_options.session_options(self._settings, provider, self._options, self._symbolic)
         requested: list[Any] = [(provider, opts)]
         if provider != providers.CPU:
@@ -347,9 +347,15 @@ class OrtSession:
                 providers.OPENVINO, f"OpenVINO device {device} is not available (OpenVINO sees: {', '.join(seen)})"
             )
 
-    def _model_path(self, wanted: str) -> tuple[Path, str]:
+    def _model_path(self, wanted: str, provider: str) -> tuple[Path, str]:
+        source = self._artifacts.onnx
+        if provider == providers.CPU:
+            try:
+                source = prepare.for_cpu(source)
+            except ModelLoadError as exc:
+                log.warning("%s: %s; running the original graph", self._label, exc)
         try:
-            return precision.model_for_precision(self._artifacts.onnx, wanted), wanted
+            return precision.model_for_precision(source, wanted), wanted
         except ModelLoadError as exc:
             log.warning("%s: %s; running it at FP32", self._label, exc)
-            return self._artifacts.onnx, precision.FP32
+            return source, precision.FP32
