@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from immich_ml.backends import ort_options, ortlog, precision, prepare, providers
+from immich_ml.backends import denormals, ort_options, ortlog, precision, prepare, providers
 from immich_ml.backends.base import (
     BoundCall,
     ModelArtifacts,
@@ -228,11 +228,12 @@ class OrtSession:
             # Outputs land in CPU memory on every provider (one device-to-host copy on GPUs).
             binding.bind_output(name, "cpu")
         try:
-            if state.serial is not None:
-                with state.serial:
+            with denormals.flushed():  # ORT's own option misses the calling thread (see denormals)
+                if state.serial is not None:
+                    with state.serial:
+                        session.run_with_iobinding(binding)
+                else:
                     session.run_with_iobinding(binding)
-            else:
-                session.run_with_iobinding(binding)
         except Exception as exc:  # noqa: BLE001 - ORT raises several unrelated types
             provider = state.placement.provider
             if type(exc).__name__ in _CALLER_ERRORS or provider == providers.CPU:
