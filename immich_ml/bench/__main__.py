@@ -20,13 +20,14 @@ import platform
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from immich_ml.backends import registry
-from immich_ml.bench import floor, inputs, report, suite
+from immich_ml.bench import floor, inputs, parity, report, suite
 from immich_ml.bench.reference import Reference
 from immich_ml.bench.workloads import WORKLOADS, build_workloads
 from immich_ml.config import MODEL_PRECISIONS, Settings, load_settings
@@ -67,11 +68,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-http", action="store_true", help="skip the HTTP measurements")
     parser.add_argument("--url", help="measure this running service instead of starting one")
     parser.add_argument("--no-reference", action="store_true", help="skip the reference pipelines")
+    parser.add_argument("--parity", action="store_true",
+                        help="also check fast_decode and INT8 answers against full decode / FP32")
     parser.add_argument("--json", type=Path, help="write the results as JSON here")
     parser.add_argument("--plot", type=Path, help="write a PNG plot here (needs matplotlib)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--verbose", action="store_true", help="log model loading and server start")
     args = parser.parse_args(argv)
+    args.argv = list(argv) if argv is not None else sys.argv[1:]
     if args.rounds is not None and args.rounds < 1 or args.passes is not None and args.passes < 1:
         parser.error("--rounds and --passes must be at least 1")
     if args.concurrency is not None and 0 in args.concurrency:
@@ -190,6 +194,11 @@ def _run(args: argparse.Namespace, base: Settings, cache: Path, workload_names: 
                 row, workloads, references, settings, plan, work_dir=cache / ".bench" / "logs",
                 tick=lambda: bar.update(1), status=bar.set_description_str,
             )
+    checks = []
+    if args.parity:
+        bar_status = "parity: fast_decode and INT8 vs FP32"
+        print(bar_status, file=sys.stderr)
+        checks = [c.to_json() for c in parity.run_checks(workloads, replace(base, cache_folder=cache))]
     machine["load_end"] = _load()
     gflops = {w.name: [floor.model_gflop(path) for path in w.model_files] for w in workloads}
     for result in results:
@@ -200,7 +209,7 @@ def _run(args: argparse.Namespace, base: Settings, cache: Path, workload_names: 
         "schema": report.SCHEMA,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
         "duration_s": round(time.time() - started, 1),
-        "command": ["python", "-m", "immich_ml.bench", *(sys.argv[1:] if args is not None else [])],
+        "command": ["python", "-m", "immich_ml.bench", *args.argv],
         "machine": machine,
         "floor": matmul.to_json(),
         "inputs": [image.describe() for image in images],
@@ -208,6 +217,7 @@ def _run(args: argparse.Namespace, base: Settings, cache: Path, workload_names: 
                  "http": plan.http, "url": plan.url, "reference": plan.reference},
         "results": results,
         "summary": [report.summarize(r) for r in results],
+        "parity": checks,
     }
     sys.stdout.write(report.format_text(doc))
     if args.json:

@@ -12,7 +12,8 @@ JSON document (``SCHEMA`` = ``immich_ml.bench/1``), times in milliseconds unless
   ``throughput_rps``, ``latency_ms`` p50/p95/p99/mean, ``cpu_ms_per_request``, ``vs_reference``),
   ``overhead`` (fraction over the inference stage, in-process and http), ``agreement`` (with the
   reference and over HTTP), ``gflop_per_request`` and ``floor_ms``;
-* ``summary``: per result, the best throughput of each mode over concurrencies and their ratios.
+* ``summary``: per result, the best throughput of each mode over concurrencies and their ratios;
+* ``parity`` (with ``--parity``): :class:`~immich_ml.bench.parity.ParityResult` per check.
 """
 
 from __future__ import annotations
@@ -136,11 +137,29 @@ def format_summary(summaries: Sequence[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def format_parity(checks: Sequence[dict[str, Any]]) -> list[str]:
+    if not checks:
+        return []
+    lines = ["", "parity (fast path vs full decode / FP32, worst case over the inputs)",
+             f"  {'check':<12}{'workload':<14}{'min cos':>9}{'faces':>9}{'matched':>9}{'identity':>9}"
+             f"{'box px':>8}{'tensor max':>11}{'rel rms':>9}"]
+    for c in checks:
+        faces = f"{c['faces_a']}/{c['faces_b']}" if c.get("faces_a") or c.get("faces_b") else "–"
+        lines.append(
+            f"  {c['check']:<12}{c['workload']:<14}{c['min_cosine']:>9.5f}{faces:>9}"
+            f"{(c['faces_matched'] if faces != '–' else '–'):>9}{(c['identity_kept'] if faces != '–' else '–'):>9}"
+            f"{_f(c.get('max_box_shift_px') if faces != '–' else None):>8}{_f(c.get('tensor_max_abs'), 4):>11}"
+            f"{_f(c.get('tensor_rel_rms'), 4):>9}"
+        )
+    return lines
+
+
 def format_text(doc: dict[str, Any]) -> str:
     lines = format_header(doc)
     for result in doc["results"]:
         lines += format_result(result)
     lines += format_summary(doc["summary"])
+    lines += format_parity(doc.get("parity", []))
     return "\n".join(lines) + "\n"
 
 
