@@ -24,7 +24,7 @@ import orjson
 from immich_ml.backends.base import Target
 from immich_ml.bench.workloads import Workload, cosine, match_faces
 from immich_ml.config import Settings
-from immich_ml.models.clip.visual import ClipPreprocess
+from immich_ml.models.clip.visual import ClipPreprocess, decode_min_side
 from immich_ml.ops.image import decode_image, resize_normalize_into
 from immich_ml.pipeline import Pipeline
 from immich_ml.schemas import parse_entries
@@ -128,7 +128,7 @@ def clip_tensor_difference(model_dir: Path, payloads: Sequence[bytes], result: P
     worst_abs, worst_rel = 0.0, 0.0
     for data in payloads:
         tensors = []
-        for min_side in (None, pre.size):
+        for min_side in (None, decode_min_side(pre.size)):
             out = np.empty((1, 3, pre.size, pre.size), dtype=np.float32)
             resize_normalize_into(decode_image(data, min_side=min_side), out, 0, size=(pre.size, pre.size),
                                   mode=pre.mode, resample=pre.resample, mean=pre.mean, std=pre.std)
