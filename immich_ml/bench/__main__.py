@@ -202,9 +202,7 @@ def _run(args: argparse.Namespace, base: Settings, cache: Path, workload_names: 
     machine["load_end"] = _load()
     gflops = {w.name: [floor.model_gflop(path) for path in w.model_files] for w in workloads}
     for result in results:
-        per_request = _gflop_per_request(result, gflops[result["workload"]])
-        result["gflop_per_request"] = round(per_request, 4) if per_request is not None else None
-        result["floor_ms"] = round(per_request / matmul.gflops * 1000.0, 3) if per_request is not None else None
+        result |= floor_figures(_gflop_per_request(result, gflops[result["workload"]]), matmul)
     doc = {
         "schema": report.SCHEMA,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
@@ -226,6 +224,21 @@ def _run(args: argparse.Namespace, base: Settings, cache: Path, workload_names: 
     if args.plot:
         report.plot(doc, args.plot)
     return 0
+
+
+def floor_figures(gflop: float | None, matmul: floor.MatmulFloor) -> dict[str, float | None]:
+    """What the matrix throughput allows for ``gflop`` per request: ``floor_ms`` (latency with all
+    cores at matmul speed), ``floor_cpu_ms`` (CPU-ms per request at the per-core rate; compare with
+    ``cpu_ms_per_request``, which other processes on the machine barely change) and ``ceiling_rps``
+    (requests per second with every core busy at that rate)."""
+    if gflop is None or gflop <= 0:
+        return {"gflop_per_request": None, "floor_ms": None, "floor_cpu_ms": None, "ceiling_rps": None}
+    return {
+        "gflop_per_request": round(gflop, 4),
+        "floor_ms": round(gflop / matmul.gflops * 1000.0, 3),
+        "floor_cpu_ms": round(gflop / matmul.gflops_per_core_cpu * 1000.0, 3),
+        "ceiling_rps": round(matmul.threads * matmul.gflops_per_core_cpu / gflop, 3),
+    }
 
 
 def _gflop_per_request(result: dict[str, Any], per_model: list[float | None]) -> float | None:

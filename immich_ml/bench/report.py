@@ -11,7 +11,8 @@ JSON document (``SCHEMA`` = ``immich_ml.bench/1``), times in milliseconds unless
   ``reference_stages_ms`` (mean per request at concurrency 1), ``runs`` (per mode and concurrency:
   ``throughput_rps``, ``latency_ms`` p50/p95/p99/mean, ``cpu_ms_per_request``, ``vs_reference``),
   ``overhead`` (fraction over the inference stage, in-process and http), ``agreement`` (with the
-  reference and over HTTP), ``gflop_per_request`` and ``floor_ms``;
+  reference and over HTTP), ``gflop_per_request``, ``floor_ms`` (all cores at matmul speed),
+  ``floor_cpu_ms`` (CPU-ms per request at the per-core matmul rate) and ``ceiling_rps``;
 * ``summary``: per result, the best throughput of each mode over concurrencies and their ratios;
 * ``parity`` (with ``--parity``): :class:`~immich_ml.bench.parity.ParityResult` per check.
 """
@@ -52,7 +53,13 @@ def summarize(result: dict[str, Any]) -> dict[str, Any]:
             summary[f"{key}_vs_reference"] = round(run["throughput_rps"] / ref["throughput_rps"], 3)
     summary["overhead"] = result["overhead"]
     summary["inference_ms"] = result["stages_ms"].get("inference")
-    summary["floor_ms"] = result.get("floor_ms")
+    for mode in ("in-process", "reference"):
+        single = next((r for r in result["runs"] if r["mode"] == mode and r["concurrency"] == 1), None)
+        summary[f"{mode.replace('-', '_')}_cpu_ms"] = single["cpu_ms_per_request"] if single else None
+    summary["floor_cpu_ms"] = result.get("floor_cpu_ms")
+    ceiling = result.get("ceiling_rps")
+    ours = summary.get("in_process_rps")
+    summary["of_ceiling"] = round(ours / ceiling, 3) if ceiling and ours else None
     return summary
 
 
@@ -60,6 +67,10 @@ def _f(value: float | None, digits: int = 1) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "–"
     return f"{value:.{digits}f}"
+
+
+def _pct_plain(value: float | None) -> str:
+    return "–" if value is None else f"{value * 100:.0f} %"
 
 
 def _pct(value: float | None) -> str:
@@ -114,7 +125,9 @@ def format_result(result: dict[str, Any]) -> list[str]:
     )
     lines.append(
         f"  overhead over inference: in-process {_pct(overhead.get('in-process'))}, http {_pct(overhead.get('http'))}"
-        f"; floor {_f(result.get('floor_ms'))} ms ({_f(result.get('gflop_per_request'), 2)} GFLOP/request)"
+        f" (http over in-process {_pct(overhead.get('http-over-in-process'))})"
+        f"; floor {_f(result.get('floor_ms'))} ms, {_f(result.get('floor_cpu_ms'))} CPU-ms, "
+        f"ceiling {_f(result.get('ceiling_rps'), 2)} req/s ({_f(result.get('gflop_per_request'), 2)} GFLOP/request)"
     )
     if agreement:
         lines.append(f"  agreement with in-process answers: {agreement}")
@@ -122,17 +135,19 @@ def format_result(result: dict[str, Any]) -> list[str]:
 
 
 def format_summary(summaries: Sequence[dict[str, Any]]) -> list[str]:
-    lines = ["", "summary (best throughput over concurrencies; × = ratio to the reference's best)",
-             f"  {'workload':<13}{'row':<18}{'ours req/s':>11}{'× ref':>7}{'http req/s':>11}{'× ref':>7}"
-             f"{'ref req/s':>10}{'overhead in/http':>18}{'infer ms':>10}{'floor ms':>10}"]
+    lines = ["", "summary (best throughput over concurrencies; × = ratio to the reference's best; "
+             "CPU-ms per request at concurrency 1; ceiling = all cores at matmul speed)",
+             f"  {'workload':<13}{'row':<15}{'ours req/s':>11}{'× ref':>7}{'http req/s':>11}{'× ref':>7}"
+             f"{'ref req/s':>10}{'overhead in/http':>19}{'CPU ms ours':>12}{'ref':>7}{'floor':>7}{'of ceiling':>11}"]
     for s in summaries:
         row = f"{s['device']} {s['precision']}" + (f" t{s['intra_op_threads']}" if s["intra_op_threads"] else "")
         overhead = s["overhead"]
         lines.append(
-            f"  {s['workload']:<13}{row:<18}{_f(s.get('in_process_rps'), 2):>11}{_f(s.get('in_process_vs_reference'), 2):>7}"
+            f"  {s['workload']:<13}{row:<15}{_f(s.get('in_process_rps'), 2):>11}{_f(s.get('in_process_vs_reference'), 2):>7}"
             f"{_f(s.get('http_rps'), 2):>11}{_f(s.get('http_vs_reference'), 2):>7}{_f(s.get('reference_rps'), 2):>10}"
-            f"{_pct(overhead.get('in-process')) + ' / ' + _pct(overhead.get('http')):>18}"
-            f"{_f(s.get('inference_ms')):>10}{_f(s.get('floor_ms')):>10}"
+            f"{_pct(overhead.get('in-process')) + ' / ' + _pct(overhead.get('http')):>19}"
+            f"{_f(s.get('in_process_cpu_ms')):>12}{_f(s.get('reference_cpu_ms'), 0):>7}{_f(s.get('floor_cpu_ms'), 0):>7}"
+            f"{_pct_plain(s.get('of_ceiling')):>11}"
         )
     return lines
 

@@ -182,9 +182,10 @@ def overheads(measurements: Sequence[Measurement]) -> dict[str, float]:
 
     ``(mean end-to-end latency) / (mean inference-stage time) - 1`` over the same requests: for
     ``in-process`` the pipeline's latency, for ``http`` the HTTP latency against the in-process
-    inference time of the same round (the server runs the same pipeline).
+    inference time of the same round (the server runs the same pipeline). ``http-over-in-process``
+    is what the HTTP server and worker process add to the in-process pipeline.
     """
-    result: dict[str, list[float]] = {"in-process": [], "http": []}
+    result: dict[str, list[float]] = {"in-process": [], "http": [], "http-over-in-process": []}
     for run in measurements:
         if run.mode != "in-process" or run.concurrency != 1 or not run.stages:
             continue
@@ -195,4 +196,7 @@ def overheads(measurements: Sequence[Measurement]) -> dict[str, float]:
         http = next((m for m in measurements if m.mode == "http" and m.concurrency == 1 and m.round == run.round), None)
         if http is not None:
             result["http"].append(statistics.fmean(http.latencies_s) / inference - 1.0)
+            result["http-over-in-process"].append(
+                statistics.fmean(http.latencies_s) / statistics.fmean(run.latencies_s) - 1.0
+            )
     return {mode: round(v, 4) for mode, values in result.items() if (v := _median(values)) is not None}

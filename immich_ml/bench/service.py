@@ -66,12 +66,18 @@ class Client:
         self.port = parts.port or 80
         self.timeout_s = timeout_s
         self._local = threading.local()
+        self._lock = threading.Lock()
+        # Every connection ever opened: load threads end, their keep-alive sockets must still be
+        # closed, or the server waits for them when it shuts down.
+        self._all: list[http.client.HTTPConnection] = []
 
     def _connection(self) -> http.client.HTTPConnection:
         conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
         if conn is None:
             conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout_s)
             self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
         return conn
 
     def request(self, method: str, path: str, body: bytes | None = None, content_type: str | None = None) -> tuple[int, bytes]:
@@ -98,10 +104,12 @@ class Client:
         return data
 
     def close(self) -> None:
-        conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
-        if conn is not None:
+        """Close the connections of every thread that used this client."""
+        with self._lock:
+            connections, self._all = self._all, []
+        for conn in connections:
             conn.close()
-            self._local.conn = None
+        self._local = threading.local()
 
 
 class ServerProcess:
@@ -169,12 +177,18 @@ class ServerProcess:
         process, self._process = self._process, None
         if process is None or process.poll() is not None:
             return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        # SIGTERM again every 2 s: a signal that lands while waitress handles a connection
+        # closing is swallowed by its channel error handler, and the server keeps running.
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(min(2.0, max(0.1, deadline - time.monotonic())))
+                return
+            except subprocess.TimeoutExpired:
+                continue
+        process.kill()
+        process.wait()
 
     def __enter__(self) -> ServerProcess:
         self.start()
