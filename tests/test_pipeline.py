@@ -206,7 +206,7 @@ def spy_decode(monkeypatch: pytest.MonkeyPatch) -> list[int | None]:
 def test_fast_decode_for_clip_keeps_the_submitted_size(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> None:
     seen = spy_decode(monkeypatch)
     response = pipeline.predict(VISUAL, image=jpeg(1600, 1200))
-    assert seen == [32]
+    assert seen == [48]  # 1.5x the 32-px model input (clip.visual.decode_min_side)
     assert (response["imageWidth"], response["imageHeight"]) == (1600, 1200)
 
 

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from immich_ml.backends import ort_options, ortlog, precision, providers
+from immich_ml.backends import denormals, ort_options, ortlog, precision, prepare, providers
 from immich_ml.backends.base import (
     BoundCall,
     ModelArtifacts,
@@ -217,11 +217,12 @@ class OrtSession(SessionMetadata):
             # Outputs land in CPU memory on every provider (one device-to-host copy on GPUs).
             binding.bind_output(name, "cpu")
         try:
-            if state.serial is not None:
-                with state.serial:
+            with denormals.flushed():  # ORT's own option misses the calling thread (see denormals)
+                if state.serial is not None:
+                    with state.serial:
+                        session.run_with_iobinding(binding)
+                else:
                     session.run_with_iobinding(binding)
-            else:
-                session.run_with_iobinding(binding)
         except Exception as exc:  # noqa: BLE001 - ORT raises several unrelated types
             provider = state.placement.provider
             if type(exc).__name__ in _CALLER_ERRORS or provider == providers.CPU:
@@ -281,7 +282,7 @@ class OrtSession(SessionMetadata):
         if provider == providers.OPENVINO:
             self._check_openvino_device(opts)
         wanted = precision.effective_precision(self._settings, provider, opts)
-        path, prec = self._model_path(wanted)
+        path, prec = self._model_path(wanted, provider)
         so = ort_options.session_options(self._settings, provider, self._options, self._symbolic)
         requested: list[Any] = [(provider, opts)]
         if provider != providers.CPU:
@@ -336,9 +337,15 @@ class OrtSession(SessionMetadata):
                 providers.OPENVINO, f"OpenVINO device {device} is not available (OpenVINO sees: {', '.join(seen)})"
             )
 
-    def _model_path(self, wanted: str) -> tuple[Path, str]:
+    def _model_path(self, wanted: str, provider: str) -> tuple[Path, str]:
+        source = self._artifacts.onnx
+        if provider == providers.CPU:
+            try:
+                source = prepare.for_cpu(source)
+            except ModelLoadError as exc:
+                log.warning("%s: %s; running the original graph", self._label, exc)
         try:
-            return precision.model_for_precision(self._artifacts.onnx, wanted), wanted
+            return precision.model_for_precision(source, wanted), wanted
         except ModelLoadError as exc:
             log.warning("%s: %s; running it at FP32", self._label, exc)
-            return self._artifacts.onnx, precision.FP32
+            return source, precision.FP32

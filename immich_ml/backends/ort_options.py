@@ -1,8 +1,8 @@
 """``onnxruntime.SessionOptions`` for one model on one provider.
 
-Threads follow Immich (contract §5.1): counts are set when configured, or on CPU-only sessions
-(inter 1, intra 2), because concurrency comes from requests and a small host must not run
-requests x cores threads. Memory settings aim at a flat footprint under varying shapes:
+Threads: counts are set when configured, or on CPU-only sessions (inter 1, intra = cores /
+REQUEST_THREADS, spinning off), because concurrency comes from requests and a small host must not
+run requests x threads > cores (Immich's fixed intra 2 does; see :func:`default_cpu_intra_threads`). Memory settings aim at a flat footprint under varying shapes:
 
 * one input-shape bucket + a symbolic dimension → a free-dimension override pins it, so ORT plans
   memory once and compiling providers (OpenVINO, MIGraphX) build one static graph;
@@ -14,6 +14,7 @@ requests x cores threads. Memory settings aim at a flat footprint under varying 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,14 @@ def read_symbolic(path: Path) -> dict[str, list[str | None]]:
         return {}
 
 
+def default_cpu_intra_threads(settings: Settings, cores: int | None = None) -> int:
+    """Intra-op threads of a CPU session when MODEL_INTRA_OP_THREADS is unset: the cores shared
+    among the request threads that may run models at once (Immich uses a fixed 2, which runs
+    REQUEST_THREADS × 2 threads, i.e. twice the cores with the default REQUEST_THREADS = cores)."""
+    cores = cores or os.cpu_count() or 1
+    return max(1, cores // max(1, settings.request_threads))
+
+
 def session_options(
     settings: Settings,
     provider: str,
@@ -79,8 +88,12 @@ def session_options(
     intra = options.intra_op_threads or settings.model_intra_op_threads
     inter = settings.model_inter_op_threads
     if provider == providers.CPU:
-        intra = intra if intra > 0 else 2
+        intra = intra if intra > 0 else default_cpu_intra_threads(settings)
         inter = inter if inter > 0 else 1
+        # ORT's idle pool threads busy-wait for the next operator; on a small shared host that
+        # burns the cores other requests (and the rest of the Immich stack) need: measured +40 %
+        # CPU per CLIP image at 2 threads on a loaded 2-core VM (benchmarks/README.md).
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if intra > 0:
         so.intra_op_num_threads = intra
     if inter > 0:

@@ -178,3 +178,13 @@ def test_graph_context_must_match_config(settings: Settings, tmp_path: Path) -> 
     (root / "config.json").write_text(json.dumps(config))
     with pytest.raises(ModelLoadError, match="context_length 64"):
         model.load()  # type: ignore[attr-defined]
+
+
+def test_search_gets_up_to_four_threads_unless_configured(settings: Settings) -> None:
+    import os
+    from dataclasses import replace
+
+    model = text_model(settings, "ViT-B-32__openai", ClipRepo())
+    assert model.session_options().intra_op_threads == min(4, os.cpu_count() or 1)  # type: ignore[attr-defined]
+    configured = text_model(replace(settings, model_intra_op_threads=3), "ViT-B-32__openai", ClipRepo())
+    assert configured.session_options().intra_op_threads == 0  # type: ignore[attr-defined]  # the setting wins

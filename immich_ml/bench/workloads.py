@@ -1,0 +1,160 @@
+"""What the benchmark sends: one workload per Immich job (CLIP image, CLIP search text, faces).
+
+A workload is the ``entries`` field Immich's server sends plus the payloads to cycle through, the
+model files (for FLOP counts) and a factory for its reference pipeline. ``compare`` checks that our
+answer and the reference's describe the same result, so the speed ratio compares equal work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import orjson
+
+from immich_ml.bench.inputs import BenchImage
+from immich_ml.bench.reference import Reference, ReferenceClipTextual, ReferenceClipVisual
+from immich_ml.bench.reference_faces import ReferenceFaces
+
+WORKLOADS = ("clip-visual", "clip-textual", "faces")
+FACE_MIN_SCORE = 0.7
+
+
+@dataclass(frozen=True)
+class Workload:
+    """``name`` is one of :data:`WORKLOADS`; ``payloads`` are image bytes or texts, ``labels`` name them."""
+
+    name: str
+    model: str
+    entries: str
+    payloads: tuple[bytes | str, ...]
+    labels: tuple[str, ...]
+    model_files: tuple[Path, ...]
+    model_dir: Path
+
+    @property
+    def is_image(self) -> bool:
+        return isinstance(self.payloads[0], bytes)
+
+    def reference(self) -> Reference:
+        """A fresh reference pipeline on the same model files."""
+        if self.name == "clip-visual":
+            return ReferenceClipVisual(self.model_dir / "visual")
+        if self.name == "clip-textual":
+            return ReferenceClipTextual(self.model_dir / "textual")
+        return ReferenceFaces(self.model_dir, min_score=FACE_MIN_SCORE)
+
+
+def build_workloads(
+    names: Sequence[str],
+    cache_folder: Path,
+    *,
+    clip_model: str,
+    face_model: str,
+    images: Sequence[BenchImage],
+    texts: Sequence[str],
+) -> list[Workload]:
+    """The workloads called ``names`` (in :data:`WORKLOADS` order) on the given inputs."""
+    clip_dir = cache_folder / "clip" / clip_model
+    face_dir = cache_folder / "facial-recognition" / face_model
+    image_payloads = tuple(image.data for image in images)
+    image_labels = tuple(image.name for image in images)
+    built = []
+    for name in WORKLOADS:
+        if name not in names:
+            continue
+        if name == "clip-visual":
+            entries: dict[str, Any] = {"clip": {"visual": {"modelName": clip_model}}}
+            built.append(Workload(name, clip_model, orjson.dumps(entries).decode(), image_payloads,
+                                  image_labels, (clip_dir / "visual" / "model.onnx",), clip_dir))
+        elif name == "clip-textual":
+            entries = {"clip": {"textual": {"modelName": clip_model}}}
+            built.append(Workload(name, clip_model, orjson.dumps(entries).decode(), tuple(texts),
+                                  tuple(f"text-{i}" for i in range(len(texts))),
+                                  (clip_dir / "textual" / "model.onnx",), clip_dir))
+        else:
+            entries = {
+                "facial-recognition": {
+                    "detection": {"modelName": face_model, "options": {"minScore": FACE_MIN_SCORE}},
+                    "recognition": {"modelName": face_model},
+                }
+            }
+            built.append(Workload(name, face_model, orjson.dumps(entries).decode(), image_payloads,
+                                  image_labels,
+                                  (face_dir / "detection" / "model.onnx", face_dir / "recognition" / "model.onnx"),
+                                  face_dir))
+    return built
+
+
+def _vector(text: str) -> npt.NDArray[np.float64]:
+    return np.asarray(orjson.loads(text), dtype=np.float64)
+
+
+def cosine(a: npt.NDArray[np.float64], b: npt.NDArray[np.float64]) -> float:
+    denominator = float(np.linalg.norm(a) * np.linalg.norm(b))
+    return float(a @ b) / denominator if denominator > 0 else 0.0
+
+
+def _iou(a: dict[str, float], b: dict[str, float]) -> float:
+    w = min(a["x2"], b["x2"]) - max(a["x1"], b["x1"])
+    h = min(a["y2"], b["y2"]) - max(a["y1"], b["y1"])
+    if w <= 0 or h <= 0:
+        return 0.0
+    inter = w * h
+    area = (a["x2"] - a["x1"]) * (a["y2"] - a["y1"]) + (b["x2"] - b["x1"]) * (b["y2"] - b["y1"])
+    return inter / (area - inter)
+
+
+def match_faces(
+    ours: Sequence[dict[str, Any]], theirs: Sequence[dict[str, Any]], min_iou: float = 0.5
+) -> list[tuple[int, int, float]]:
+    """Greedy one-to-one matching of two face lists by box IoU: ``(i, j, iou)``, best pairs first."""
+    pairs = sorted(
+        ((_iou(a["boundingBox"], b["boundingBox"]), i, j) for i, a in enumerate(ours) for j, b in enumerate(theirs)),
+        reverse=True,
+    )
+    used_a: set[int] = set()
+    used_b: set[int] = set()
+    matched = []
+    for iou, i, j in pairs:
+        if iou < min_iou:
+            break
+        if i not in used_a and j not in used_b:
+            used_a.add(i)
+            used_b.add(j)
+            matched.append((i, j, iou))
+    return matched
+
+
+@dataclass
+class Agreement:
+    """How closely two pipelines agree over a set of payloads (embedding cosines, face counts)."""
+
+    min_cosine: float = 1.0
+    faces_ours: int = 0
+    faces_other: int = 0
+    faces_matched: int = 0
+    compared: int = 0
+
+    def add(self, workload: str, ours: dict[str, Any], other: dict[str, Any]) -> None:
+        self.compared += 1
+        if workload.startswith("clip"):
+            self.min_cosine = min(self.min_cosine, cosine(_vector(ours["clip"]), _vector(other["clip"])))
+            return
+        a, b = ours["facial-recognition"], other["facial-recognition"]
+        self.faces_ours += len(a)
+        self.faces_other += len(b)
+        for i, j, _ in match_faces(a, b):
+            self.faces_matched += 1
+            self.min_cosine = min(self.min_cosine, cosine(_vector(a[i]["embedding"]), _vector(b[j]["embedding"])))
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"compared": self.compared, "min_cosine": round(self.min_cosine, 6)}
+        if self.faces_ours or self.faces_other:
+            data |= {"faces_ours": self.faces_ours, "faces_other": self.faces_other,
+                     "faces_matched": self.faces_matched}
+        return data
