@@ -138,14 +138,14 @@ def format_summary(summaries: Sequence[dict[str, Any]]) -> list[str]:
     lines = ["", "summary (best throughput over concurrencies; × = ratio to the reference's best; "
              "CPU-ms per request at concurrency 1; ceiling = all cores at matmul speed)",
              f"  {'workload':<13}{'row':<15}{'ours req/s':>11}{'× ref':>7}{'http req/s':>11}{'× ref':>7}"
-             f"{'ref req/s':>10}{'overhead in/http':>19}{'CPU ms ours':>12}{'ref':>7}{'floor':>7}{'of ceiling':>11}"]
+             f"{'ref req/s':>10}{'overhead in/http':>21}{'CPU ms ours':>12}{'ref':>7}{'floor':>7}{'of ceiling':>11}"]
     for s in summaries:
         row = f"{s['device']} {s['precision']}" + (f" t{s['intra_op_threads']}" if s["intra_op_threads"] else "")
         overhead = s["overhead"]
         lines.append(
             f"  {s['workload']:<13}{row:<15}{_f(s.get('in_process_rps'), 2):>11}{_f(s.get('in_process_vs_reference'), 2):>7}"
             f"{_f(s.get('http_rps'), 2):>11}{_f(s.get('http_vs_reference'), 2):>7}{_f(s.get('reference_rps'), 2):>10}"
-            f"{_pct(overhead.get('in-process')) + ' / ' + _pct(overhead.get('http')):>19}"
+            f"{_pct(overhead.get('in-process')) + ' / ' + _pct(overhead.get('http')):>21}"
             f"{_f(s.get('in_process_cpu_ms')):>12}{_f(s.get('reference_cpu_ms'), 0):>7}{_f(s.get('floor_cpu_ms'), 0):>7}"
             f"{_pct_plain(s.get('of_ceiling')):>11}"
         )
