@@ -339,7 +339,9 @@ class OrtSession(SessionMetadata):
 
     def _model_path(self, wanted: str, provider: str) -> tuple[Path, str]:
         source = self._artifacts.onnx
-        if provider == providers.CPU:
+        # OpenVINO too: its ONNX frontend rejects blocked DequantizeLinear weights (the starter
+        # SFace), which the prepared copy has folded into plain float initializers.
+        if provider in (providers.CPU, providers.OPENVINO):
             try:
                 source = prepare.for_cpu(source)
             except ModelLoadError as exc:
