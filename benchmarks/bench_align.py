@@ -21,8 +21,6 @@ median CPU time divided by the row's, measured in the same run (cases take turns
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from collections.abc import Callable
 
 import cv2
@@ -32,6 +30,7 @@ from skimage.transform import SimilarityTransform
 
 from immich_ml._core import _align
 from immich_ml.ops.align import ARCFACE_TEMPLATE, align_faces_into
+from _timing import medians_ms
 
 TEMPLATE = ARCFACE_TEMPLATE.astype(np.float64)
 
@@ -79,22 +78,6 @@ def skimage_matrix(src: NDArray) -> NDArray:
 def reference(image: NDArray, landmarks: NDArray, estimate: Callable[[NDArray], NDArray]) -> NDArray:
     crops = [cv2.warpAffine(image, estimate(f), (112, 112), borderValue=0) for f in landmarks]
     return cv2.dnn.blobFromImages(crops, 1 / 127.5, (112, 112), (127.5, 127.5, 127.5))
-
-
-def medians_ms(fns: list[Callable[[], object]], runs: int) -> list[tuple[float, float]]:
-    """(median wall ms, median CPU ms) per function; the functions take turns so that load from
-    other processes hits them alike. CPU time counts all threads of this process."""
-    for fn in fns:
-        fn()
-    wall: list[list[float]] = [[] for _ in fns]
-    cpu: list[list[float]] = [[] for _ in fns]
-    for _ in range(runs):
-        for i, fn in enumerate(fns):
-            c0, t0 = time.process_time(), time.perf_counter()
-            fn()
-            wall[i].append(time.perf_counter() - t0)
-            cpu[i].append(time.process_time() - c0)
-    return [(statistics.median(w) * 1e3, statistics.median(c) * 1e3) for w, c in zip(wall, cpu)]
 
 
 def main() -> None:

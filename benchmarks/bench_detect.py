@@ -22,8 +22,6 @@ machine, and equals wall time on an idle one).
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from collections.abc import Callable
 
 import cv2
@@ -31,6 +29,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from immich_ml.ops.detect import Detections, decode_scrfd, nms
+from _timing import medians_ms
 
 SIZE = 640
 STRIDES = (8, 16, 32)
@@ -132,22 +131,6 @@ def reference_cv2(heads: Heads, min_score: float) -> object:
 
 def ours(heads: Heads, min_score: float) -> Detections:
     return decode_scrfd(*heads, input_size=(SIZE, SIZE), min_score=min_score, scale=1.0)
-
-
-def medians_ms(fns: list[Callable[[], object]], runs: int) -> list[tuple[float, float]]:
-    """(median wall ms, median CPU ms) per function; the functions take turns so that load from
-    other processes hits them alike. CPU time counts all threads of this process."""
-    for fn in fns:
-        fn()
-    wall: list[list[float]] = [[] for _ in fns]
-    cpu: list[list[float]] = [[] for _ in fns]
-    for _ in range(runs):
-        for i, fn in enumerate(fns):
-            c0, t0 = time.process_time(), time.perf_counter()
-            fn()
-            wall[i].append(time.perf_counter() - t0)
-            cpu[i].append(time.process_time() - c0)
-    return [(statistics.median(w) * 1e3, statistics.median(c) * 1e3) for w, c in zip(wall, cpu)]
 
 
 def main() -> None:

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import statistics
-import time
 from collections.abc import Callable
 
 import numpy as np
@@ -26,6 +24,7 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from immich_ml.ops.image import decode_image, resize_normalize_into
+from _timing import medians_ms
 
 MEAN = np.asarray([0.48145466, 0.4578275, 0.40821073], np.float32)
 STD = np.asarray([0.26862954, 0.26130258, 0.27577711], np.float32)
@@ -39,23 +38,6 @@ def photo(h: int = 1080, w: int = 1440) -> NDArray[np.uint8]:
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     base = np.stack([xx / w * 255, yy / h * 255, (xx + yy) / (w + h) * 255], axis=-1)
     return np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
-
-
-def medians_ms(fns: list[Callable[[], object]], runs: int) -> list[tuple[float, float]]:
-    """(median wall ms, median CPU ms) of each function. The functions take turns so that load
-    from other processes hits all of them alike; CPU time (all threads of this process) is the
-    steadier figure on a busy machine."""
-    for fn in fns:
-        fn()  # warm-up: first-touch page faults, lazy imports
-    wall: list[list[float]] = [[] for _ in fns]
-    cpu: list[list[float]] = [[] for _ in fns]
-    for _ in range(runs):
-        for i, fn in enumerate(fns):
-            c0, t0 = time.process_time(), time.perf_counter()
-            fn()
-            wall[i].append(time.perf_counter() - t0)
-            cpu[i].append(time.process_time() - c0)
-    return [(statistics.median(w) * 1000, statistics.median(c) * 1000) for w, c in zip(wall, cpu)]
 
 
 def clip_reference(pil: Image.Image) -> NDArray[np.float32]:
