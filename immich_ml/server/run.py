@@ -13,10 +13,12 @@ import logging
 import signal
 import socket
 import sys
+import threading
 from collections.abc import Sequence
 from types import FrameType
 
 import waitress
+import waitress.server
 
 import immich_ml
 from immich_ml.config import Settings, load_settings
@@ -28,10 +30,6 @@ from immich_ml.workers.pool import WorkerPool
 from immich_ml.workers.protocol import PIPELINE_FACTORY
 
 log = logging.getLogger("immich_ml.server")
-
-
-class _Shutdown(Exception):
-    """Raised in the main thread by SIGTERM to leave waitress's loop."""
 
 
 def bind_sockets(host: str, port: int) -> list[socket.socket]:
@@ -123,22 +121,45 @@ def serve(settings: Settings, *, pipeline_factory: str = PIPELINE_FACTORY) -> No
             where = f"[{address[0]}]" if sock.family == socket.AF_INET6 else address[0]
             stack = " (IPv4 and IPv6)" if sock.family == socket.AF_INET6 and address[0] == "::" else ""
             log.info("Listening on http://%s:%d%s", where, address[1], stack)
-        previous = signal.signal(signal.SIGTERM, _raise_shutdown)
-        try:
-            server.run()
-        except (KeyboardInterrupt, _Shutdown):
-            log.info("Shutting down")
-        finally:
-            signal.signal(signal.SIGTERM, previous)
-            server.close()
+        _run_until_signal(server)
     finally:
         pool.close()
         for sock in sockets:
             sock.close()
 
 
-def _raise_shutdown(signum: int, frame: FrameType | None) -> None:
-    raise _Shutdown()
+def _run_until_signal(server: waitress.server.BaseWSGIServer | waitress.server.MultiSocketServer) -> None:
+    """Serve on a background thread until SIGTERM/SIGINT, then close the server.
+
+    The signal handlers only set an event: raising from a handler (the usual way out of
+    waitress's loop) is swallowed when the signal lands inside waitress's channel code, which
+    left ``docker stop`` waiting for its SIGKILL.
+    """
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    def serve_forever() -> None:
+        try:
+            server.run()
+        except Exception:  # noqa: BLE001 - a dead HTTP loop must stop the service, not hang it
+            log.exception("HTTP server loop failed")
+        finally:
+            stop.set()
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    thread = threading.Thread(target=serve_forever, name="http", daemon=True)
+    thread.start()
+    try:
+        while not stop.wait(0.5):
+            pass
+        log.info("Shutting down")
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        server.close()
+        thread.join(2)
 
 
 def main(argv: Sequence[str] | None = None, *, pipeline_factory: str = PIPELINE_FACTORY) -> int:
