@@ -165,3 +165,21 @@ class LiveService:
                 self.process.wait()
         self._log.close()
         return self.process.returncode
+
+
+def node_predict_prelude(port: int) -> str:
+    """The start of a Node ES module whose ``predict(request, payload)`` sends a request exactly as
+    Immich's server does (``fetch`` + ``FormData``; the image as a ``Blob``) and resolves to
+    ``{ok, status, body}``."""
+    return (
+        "import { readFileSync } from 'node:fs';\n"
+        f"const url = 'http://127.0.0.1:{port}';\n"
+        "async function predict(request, payload) {\n"
+        "  const fd = new FormData();\n"
+        "  fd.append('entries', JSON.stringify(request));\n"
+        "  if (payload instanceof Uint8Array) fd.append('image', new Blob([payload]));\n"
+        "  else fd.append('text', payload);\n"
+        "  const res = await fetch(new URL('/predict', url), { method: 'POST', body: fd });\n"
+        "  return { ok: res.ok, status: res.status, body: await res.json() };\n"
+        "}\n"
+    )

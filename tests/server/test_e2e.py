@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
-from immich_client import LiveService
+from immich_client import LiveService, node_predict_prelude
 
 from immich_ml.backends.base import Target
 from immich_ml.config import load_settings
@@ -255,21 +255,16 @@ def test_worker_and_request_logs_reach_the_service_log(service: LiveService) -> 
 def test_node_fetch_client(service: LiveService, photos: dict[str, Path], tmp_path: Path) -> None:
     script = tmp_path / "immich.mjs"
     script.write_text(
-        "import { readFileSync } from 'node:fs';\n"
-        f"const url = 'http://127.0.0.1:{service.port}';\n"
-        "async function predict(request, payload) {\n"
-        "  const fd = new FormData();\n"
-        "  fd.append('entries', JSON.stringify(request));\n"
-        "  if (payload instanceof Uint8Array) fd.append('image', new Blob([payload]));\n"
-        "  else fd.append('text', payload);\n"
-        "  const res = await fetch(new URL('/predict', url), { method: 'POST', body: fd });\n"
-        "  if (!res.ok) throw new Error(`status ${res.status}`);\n"
-        "  return res.json();\n"
+        node_predict_prelude(service.port)
+        + "async function ok(result) {\n"
+        "  const r = await result;\n"
+        "  if (!r.ok) throw new Error(`status ${r.status}`);\n"
+        "  return r.body;\n"
         "}\n"
         "const image = new Uint8Array(readFileSync(process.argv[2]));\n"
-        f"const faces = await predict({FACES}, image);\n"
-        f"const visual = await predict({VISUAL}, image);\n"
-        f"const text = await predict({TEXT}, 'an astronaut');\n"
+        f"const faces = await ok(predict({FACES}, image));\n"
+        f"const visual = await ok(predict({VISUAL}, image));\n"
+        f"const text = await ok(predict({TEXT}, 'an astronaut'));\n"
         "console.log(JSON.stringify({ faces, visual, text }));\n"
     )
     image = photos["astronaut"]

@@ -19,6 +19,7 @@ import orjson
 import pytest
 from immich_client import (
     LiveService,
+    node_predict_prelude,
     send_raw,
     undici_boundary,
     undici_multipart,
@@ -107,17 +108,8 @@ def test_node_fetch_formdata_blob_client(service: LiveService, tmp_path: Path) -
     (tmp_path / "image.bin").write_bytes(image)
     script = tmp_path / "client.mjs"
     script.write_text(
-        "import { readFileSync } from 'node:fs';\n"
-        f"const url = 'http://127.0.0.1:{service.port}';\n"
-        "async function predict(request, payload) {\n"
-        "  const fd = new FormData();\n"
-        "  fd.append('entries', JSON.stringify(request));\n"
-        "  if (payload instanceof Uint8Array) fd.append('image', new Blob([payload]));\n"
-        "  else fd.append('text', payload);\n"
-        "  const res = await fetch(new URL('/predict', url), { method: 'POST', body: fd });\n"
-        "  return { ok: res.ok, status: res.status, body: await res.json() };\n"
-        "}\n"
-        "const ping = await fetch(new URL('/ping', url), { signal: AbortSignal.timeout(2000) });\n"
+        node_predict_prelude(service.port)
+        +         "const ping = await fetch(new URL('/ping', url), { signal: AbortSignal.timeout(2000) });\n"
         "const image = new Uint8Array(readFileSync(process.argv[2]));\n"
         "const out = {\n"
         "  ping: ping.ok,\n"
