@@ -7,7 +7,6 @@ faces of 30-110 px placed at random, anchors inside a face predict it (with nois
 small random boxes with lower scores. Cases:
   * crowd: min_score is set so that exactly 10,000 candidates pass, then NMS (IoU 0.4).
   * photo: 4 faces at min_score 0.7, a typical request.
-  * nms only: 10,000 boxes (the crowd's candidates) through NMS alone.
 References, written here from what each does:
   * numpy (insightface's way): decode every anchor vectorised (cached anchor centres), select
     score >= min_score, concatenate levels, argsort, divide by the scale, then the greedy numpy
@@ -28,7 +27,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from immich_ml.ops.detect import Detections, decode_scrfd, nms
+from immich_ml.ops.detect import Detections, decode_scrfd
 from _timing import medians_ms
 
 SIZE = 640
@@ -143,7 +142,6 @@ def main() -> None:
     photo = synthetic_heads(faces=4, seed=1)
     crowd_scores = np.concatenate([s.reshape(-1) for s in crowd[0]])
     crowd_min = float(np.sort(crowd_scores)[-10_000])
-    cand_boxes, cand_scores, _ = numpy_decode(crowd, crowd_min, 1.0)
     cases: list[tuple[str, str, Callable[[], object]]] = []
     for case, heads, min_score in (
         ("crowd, 10k candidates", crowd, crowd_min),
@@ -156,12 +154,6 @@ def main() -> None:
             (label, "numpy decode + cv2 NMSBoxes", lambda h=heads, m=min_score: reference_cv2(h, m)),
             (label, "immich_ml decode_scrfd", lambda h=heads, m=min_score: ours(h, m)),
         ]
-    nms_label = f"nms only ({cand_scores.size} boxes)"
-    cases += [
-        (nms_label, "numpy (insightface)", lambda: numpy_nms(cand_boxes, cand_scores)),
-        (nms_label, "cv2.dnn.NMSBoxes", lambda: cv2_nms(cand_boxes, cand_scores)),
-        (nms_label, "immich_ml nms", lambda: nms(cand_boxes, cand_scores, 0.4, inclusive_area=True)),
-    ]
     results = medians_ms([fn for _, _, fn in cases], args.runs)
 
     print(f"{'case':<44} {'implementation':<28} {'wall ms':>9} {'cpu ms':>8} {'x numpy':>8} {'x cv2':>6}")

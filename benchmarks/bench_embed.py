@@ -1,8 +1,7 @@
-"""Embedding output: L2 normalization and the JSON string Immich stores.
+"""Embedding output: the JSON string Immich stores.
 
 Run: python benchmarks/bench_embed.py [--runs N]
 
-  * l2_normalize_rows (compiled) vs numpy ``x / np.linalg.norm(x, axis=-1, keepdims=True)``.
   * serialize_embedding vs ``orjson.dumps(v, option=OPT_SERIALIZE_NUMPY).decode()`` (Immich's
     serialize_np_array). serialize_embedding *is* orjson behind input validation: a C++17
     std::to_chars serializer formatted to orjson's bytes was measured and lost (see
@@ -21,7 +20,7 @@ from collections.abc import Callable
 import numpy as np
 import orjson
 
-from immich_ml.ops.embed import l2_normalize_rows, serialize_embedding
+from immich_ml.ops.embed import serialize_embedding
 
 BATCH = 200  # calls per timing sample
 
@@ -50,13 +49,6 @@ def main() -> None:
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     rows: list[tuple[str, str, Callable[[], object]]] = []
-    for shape in ((1, 512), (16, 512), (1, 128)):
-        x = rng.standard_normal(shape).astype(np.float32)
-        case = f"l2 {shape[0]}x{shape[1]}"
-        rows += [
-            (case, "numpy", lambda x=x: numpy_l2(x)),
-            (case, "immich_ml l2_normalize_rows", lambda x=x: l2_normalize_rows(x)),
-        ]
     for dim in (512, 128):
         v = numpy_l2(rng.standard_normal(dim).astype(np.float32))
         case = f"serialize {dim}-d"

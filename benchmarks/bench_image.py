@@ -94,18 +94,17 @@ def main() -> None:
         rows.append((reference[0], ref_ms, None))
         rows.extend((name, ms, ref_ms) for (name, _), ms in zip(cases, case_ms))
 
-    def ours_clip(threads: int) -> Callable[[], object]:
-        return lambda: resize_normalize_into(img, clip_out, 0, size=(224, 224), mode="shortest", resample="bicubic",
-                                             mean=MEAN_T, std=STD_T, threads=threads)
+    def ours_clip() -> object:
+        return resize_normalize_into(img, clip_out, 0, size=(224, 224), mode="shortest", resample="bicubic",
+                                     mean=MEAN_T, std=STD_T)
 
-    def ours_det(threads: int) -> Callable[[], object]:
-        return lambda: resize_normalize_into(img, det_out, 0, size=(640, 640), mode="letterbox", resample="bilinear",
-                                             mean=(127.5,) * 3, std=(128.0,) * 3, scale=1.0, threads=threads)
+    def ours_det() -> object:
+        return resize_normalize_into(img, det_out, 0, size=(640, 640), mode="letterbox", resample="bilinear",
+                                     mean=(127.5,) * 3, std=(128.0,) * 3, scale=1.0)
 
     section(("CLIP 224 reference: PIL resize+crop, numpy normalize", lambda: clip_reference(pil)), [
-        ("CLIP 224 ours float32 NCHW, threads=1", ours_clip(1)),
-        ("CLIP 224 ours float32 NCHW, threads=2", ours_clip(2)),
-        ("CLIP 224 ours uint8 NHWC, threads=1",
+        ("CLIP 224 ours float32 NCHW", ours_clip),
+        ("CLIP 224 ours uint8 NHWC",
          lambda: resize_normalize_into(img, clip_u8, 0, size=(224, 224), mode="shortest")),
     ])
     det_cases: list[tuple[str, Callable[[], object]]] = []
@@ -115,16 +114,14 @@ def main() -> None:
         det_cases.append(("SCRFD 640 insightface: cv2.resize + blobFromImage (no antialias)", lambda: letterbox_cv2_reference(img)))
     except ImportError:
         pass
-    det_cases += [("SCRFD 640 ours float32 NCHW, threads=1", ours_det(1)), ("SCRFD 640 ours float32 NCHW, threads=2", ours_det(2))]
+    det_cases.append(("SCRFD 640 ours float32 NCHW", ours_det))
     section(("SCRFD 640 reference: PIL resize+paste, numpy normalize", lambda: letterbox_pil_reference(pil)), det_cases)
 
     big = photo(3000, 4000)
     big_pil = Image.fromarray(big)
     section(("CLIP 224 from 4000x3000 (12 MP) reference: PIL + numpy", lambda: clip_reference(big_pil)), [
-        ("CLIP 224 from 4000x3000 ours, threads=1",
+        ("CLIP 224 from 4000x3000 ours",
          lambda: resize_normalize_into(big, clip_out, 0, size=(224, 224), mode="shortest", mean=MEAN_T, std=STD_T)),
-        ("CLIP 224 from 4000x3000 ours, threads=2",
-         lambda: resize_normalize_into(big, clip_out, 0, size=(224, 224), mode="shortest", mean=MEAN_T, std=STD_T, threads=2)),
     ])
 
     buf = io.BytesIO()

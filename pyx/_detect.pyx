@@ -13,11 +13,6 @@ def decode_workspace_bytes(int64_t capacity) -> int:
     return detect.decode_workspace_bytes(capacity)
 
 
-def nms_workspace_bytes(int64_t count) -> int:
-    """Bytes of uint8 scratch ``nms`` needs for ``count`` boxes."""
-    return detect.nms_workspace_bytes(count)
-
-
 cdef vector[detect.ScrfdLevel] _levels(list scores, list distances, list keypoints,
                                        list grid_widths, list strides) except *:
     """Level descriptors pointing into the arrays, which the caller's lists keep alive."""
@@ -83,19 +78,3 @@ def decode_scrfd(
             out_scores.shape[0], &workspace[0])
     return written
 
-
-def nms(
-    const float[:, ::1] boxes,
-    const float[::1] scores,
-    float iou_threshold,
-    bint inclusive_area,
-    int64_t[::1] keep,
-    unsigned char[::1] workspace,
-) -> int:
-    """Boxes (n, 4) float32, scores (n,) float32; kept indices go to ``keep`` (n,) int64.
-    Returns how many were kept."""
-    cdef int64_t written
-    with nogil:
-        written = detect.nms(&boxes[0, 0], &scores[0], boxes.shape[0], iou_threshold,
-                             inclusive_area, &keep[0], &workspace[0])
-    return written

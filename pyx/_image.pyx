@@ -30,8 +30,7 @@ cdef image.Geometry _geometry(tuple geometry) except *:
 
 
 def resize_normalize_chw(const uint8_t[:, :, :] img, float[:, :, :, ::1] out, Py_ssize_t index,
-                         tuple geometry, int filter, float scale, tuple mean, tuple std,
-                         int threads):
+                         tuple geometry, int filter, float scale, tuple mean, tuple std):
     """Fills out[index] (3, H, W) float32; returns the kernel status (0 = ok)."""
     cdef image.Source src = _source(img)
     cdef image.Geometry g = _geometry(geometry)
@@ -46,12 +45,12 @@ def resize_normalize_chw(const uint8_t[:, :, :] img, float[:, :, :, ::1] out, Py
     cdef int64_t out_w = out.shape[3]
     cdef int status
     with nogil:
-        status = image.resize_normalize_chw(src, g, <image.Filter>filter, norm, dst, out_h, out_w, threads)
+        status = image.resize_normalize_chw(src, g, <image.Filter>filter, norm, dst, out_h, out_w)
     return status
 
 
 def resize_hwc(const uint8_t[:, :, :] img, uint8_t[:, :, :, ::1] out, Py_ssize_t index,
-               tuple geometry, int filter, int threads):
+               tuple geometry, int filter):
     """Fills out[index] (H, W, 3) uint8; returns the kernel status (0 = ok)."""
     cdef image.Source src = _source(img)
     cdef image.Geometry g = _geometry(geometry)
@@ -60,7 +59,7 @@ def resize_hwc(const uint8_t[:, :, :] img, uint8_t[:, :, :, ::1] out, Py_ssize_t
     cdef int64_t out_w = out.shape[2]
     cdef int status
     with nogil:
-        status = image.resize_hwc(src, g, <image.Filter>filter, dst, out_h, out_w, threads)
+        status = image.resize_hwc(src, g, <image.Filter>filter, dst, out_h, out_w)
     return status
 
 

@@ -19,6 +19,3 @@ cdef extern from "immich/detect.h" namespace "immich::detect" nogil:
                          float min_score, float scale, float iou_threshold, bool inclusive_area,
                          float* out_boxes, float* out_scores, float* out_keypoints,
                          int64_t capacity, unsigned char* workspace) noexcept
-    size_t nms_workspace_bytes(int64_t count) noexcept
-    int64_t nms(const float* boxes, const float* scores, int64_t count, float iou_threshold,
-                bool inclusive_area, int64_t* keep, unsigned char* workspace) noexcept

@@ -42,7 +42,7 @@ cdef extern from "immich/image.h" namespace "immich::image" nogil:
                          Geometry* geometry) noexcept
     Status resize_normalize_chw(const Source& src, const Geometry& geometry, Filter filter,
                                 const Normalization& norm, float* out, int64_t out_h,
-                                int64_t out_w, int threads) noexcept
+                                int64_t out_w) noexcept
     Status resize_hwc(const Source& src, const Geometry& geometry, Filter filter, uint8_t* out,
-                      int64_t out_h, int64_t out_w, int threads) noexcept
+                      int64_t out_h, int64_t out_w) noexcept
     bint set_vector_kernels(bint enabled) noexcept

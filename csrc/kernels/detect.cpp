@@ -326,24 +326,4 @@ int64_t decode_scrfd(const ScrfdLevel* levels, int32_t level_count, int32_t anch
   return kept_count;
 }
 
-size_t nms_workspace_bytes(int64_t count) noexcept {
-  const size_t n = static_cast<size_t>(count < 0 ? 0 : count);
-  return sort_workspace_bytes(count) + 5 * round_up(n * sizeof(float)) +
-         round_up(n * sizeof(uint32_t)) + kAlign;
-}
-
-int64_t nms(const float* boxes, const float* scores, int64_t count, float iou_threshold,
-            bool inclusive_area, int64_t* keep, unsigned char* workspace) noexcept {
-  if (count <= 0) return 0;
-  Arena arena(workspace);
-  uint32_t* sort_scratch = arena.take<uint32_t>(sort_workspace_bytes(count) / sizeof(uint32_t));
-  const KeptBoxes kept = take_kept(arena, count);
-  uint32_t* kept_index = arena.take<uint32_t>(count);
-  const uint32_t* order = sort_descending(scores, count, sort_scratch);
-  const int64_t kept_count =
-      greedy(boxes, order, count, iou_threshold, inclusive_area, kept, kept_index);
-  for (int64_t r = 0; r < kept_count; ++r) keep[r] = kept_index[r];
-  return kept_count;
-}
-
 }  // namespace immich::detect

@@ -4,7 +4,6 @@
 #include <algorithm>
 #include <cstring>
 #include <new>
-#include <thread>
 #include <vector>
 
 #include "image_internal.h"
@@ -15,39 +14,6 @@ namespace image {
 namespace {
 
 using detail::AxisWeights;
-
-constexpr int kMaxThreads = 64;
-// Fewer rows than this per thread do not pay for starting the thread.
-constexpr int64_t kMinRowsPerThread = 16;
-
-// Runs fn(worker, begin, end) over [0, n) split into `threads` contiguous chunks. A thread that
-// cannot be started runs its chunk on the calling thread instead, so this never fails.
-template <class Fn>
-void run_parallel(int threads, int64_t n, const Fn& fn) noexcept {
-  const int64_t parts =
-      std::max<int64_t>(1, std::min<int64_t>(threads, n / kMinRowsPerThread));
-  if (parts == 1) {
-    fn(0, int64_t{0}, n);
-    return;
-  }
-  std::vector<std::thread> pool;
-  try {
-    pool.reserve(static_cast<size_t>(parts - 1));
-  } catch (...) {
-    fn(0, int64_t{0}, n);
-    return;
-  }
-  for (int64_t p = 1; p < parts; ++p) {
-    const int64_t begin = n * p / parts, end = n * (p + 1) / parts;
-    try {
-      pool.emplace_back([&fn, p, begin, end] { fn(static_cast<int>(p), begin, end); });
-    } catch (...) {
-      fn(static_cast<int>(p), begin, end);
-    }
-  }
-  fn(0, int64_t{0}, n / parts);
-  for (auto& t : pool) t.join();
-}
 
 // Writes rows of normalised float32 into 3 planes; pixels right of / below the region get the
 // normalised value of a zero pixel. (p * scale - mean) / std is applied as p * gain + bias with
@@ -144,13 +110,11 @@ void horizontal_block(const detail::HorizontalKernel& kernel, const uint8_t* src
 
 template <class Sink>
 Status run(const Source& src, const Geometry& g, Filter filter, const Sink& sink, int64_t out_h,
-           int64_t out_w, int threads) noexcept {
+           int64_t out_w) noexcept {
   if (!valid_source(src) || out_h <= 0 || out_w <= 0 || !valid_geometry(src, g, out_h, out_w) ||
       filter < kBilinear || filter > kLanczos) {
     return kInvalidArgument;
   }
-  // More threads than this only adds start-up cost for images of any realistic size.
-  threads = std::min(std::max(threads, 1), kMaxThreads);
   // Like Pillow, an axis whose size does not change is not resampled at all.
   const bool need_h = g.resized_w != src.width;
   const bool need_v = g.resized_h != src.height;
@@ -185,7 +149,7 @@ Status run(const Source& src, const Geometry& g, Filter filter, const Sink& sink
     } else if (need_h) {
       intermediate.resize(static_cast<size_t>((row_hi - row_lo) * width3));
     }
-    rowbuf.resize(static_cast<size_t>(threads * detail::kRowBlock * width3));
+    rowbuf.resize(static_cast<size_t>(detail::kRowBlock * width3));
   } catch (...) {
     return kOutOfMemory;
   }
@@ -193,23 +157,18 @@ Status run(const Source& src, const Geometry& g, Filter filter, const Sink& sink
     const int64_t inter_w = col_hi - col_lo;
     const int64_t inter_bytes = inter_w * 3;
     uint8_t* tmp = intermediate.data();
-    run_parallel(threads, g.region_h, [&](int, int64_t begin, int64_t end) {
-      for (int64_t y = begin; y < end; ++y) {
-        vertical_row(vertical, wy, y, src.data + col_lo * 3, 0, src.row_stride, inter_bytes,
-                     tmp + y * inter_bytes);
-      }
-    });
-    run_parallel(threads, out_h, [&](int worker, int64_t begin, int64_t end) {
-      uint8_t* block = rowbuf.data() + worker * detail::kRowBlock * width3;
-      const int64_t last = std::min(end, g.region_h);
-      for (int64_t y = begin; y < last; y += detail::kRowBlock) {
-        const int64_t rows = std::min<int64_t>(detail::kRowBlock, last - y);
-        horizontal_block(horizontal, tmp + y * inter_bytes, inter_bytes, inter_w, wx, block, width3,
-                         rows);
-        for (int64_t b = 0; b < rows; ++b) sink.row(y + b, block + b * width3, g.region_w);
-      }
-      for (int64_t y = std::max(begin, g.region_h); y < end; ++y) sink.fill(y, 0);
-    });
+    for (int64_t y = 0; y < g.region_h; ++y) {
+      vertical_row(vertical, wy, y, src.data + col_lo * 3, 0, src.row_stride, inter_bytes,
+                   tmp + y * inter_bytes);
+    }
+    uint8_t* block = rowbuf.data();
+    for (int64_t y = 0; y < g.region_h; y += detail::kRowBlock) {
+      const int64_t rows = std::min<int64_t>(detail::kRowBlock, g.region_h - y);
+      horizontal_block(horizontal, tmp + y * inter_bytes, inter_bytes, inter_w, wx, block, width3,
+                       rows);
+      for (int64_t b = 0; b < rows; ++b) sink.row(y + b, block + b * width3, g.region_w);
+    }
+    for (int64_t y = g.region_h; y < out_h; ++y) sink.fill(y, 0);
     return kOk;
   }
 
@@ -219,13 +178,11 @@ Status run(const Source& src, const Geometry& g, Filter filter, const Sink& sink
   int64_t in_row0, in_stride;
   if (need_h) {
     uint8_t* tmp = intermediate.data();
-    run_parallel(threads, row_hi - row_lo, [&](int, int64_t begin, int64_t end) {
-      for (int64_t r = begin; r < end; r += detail::kRowBlock) {
-        horizontal_block(horizontal, src.data + (row_lo + r) * src.row_stride, src.row_stride,
-                         src.width, wx, tmp + r * width3, width3,
-                         std::min<int64_t>(detail::kRowBlock, end - r));
-      }
-    });
+    for (int64_t r = 0; r < row_hi - row_lo; r += detail::kRowBlock) {
+      horizontal_block(horizontal, src.data + (row_lo + r) * src.row_stride, src.row_stride,
+                       src.width, wx, tmp + r * width3, width3,
+                       std::min<int64_t>(detail::kRowBlock, row_hi - row_lo - r));
+    }
     in_base = tmp;
     in_row0 = row_lo;
     in_stride = width3;
@@ -234,19 +191,16 @@ Status run(const Source& src, const Geometry& g, Filter filter, const Sink& sink
     in_row0 = 0;
     in_stride = src.row_stride;
   }
-  run_parallel(threads, out_h, [&](int worker, int64_t begin, int64_t end) {
-    for (int64_t y = begin; y < end; ++y) {
-      if (y >= g.region_h) {
-        sink.fill(y, 0);
-      } else if (!need_v) {
-        sink.row(y, in_base + (g.crop_y + y - in_row0) * in_stride, g.region_w);
-      } else {
-        uint8_t* out = rowbuf.data() + worker * width3;
-        vertical_row(vertical, wy, y, in_base, in_row0, in_stride, width3, out);
-        sink.row(y, out, g.region_w);
-      }
+  for (int64_t y = 0; y < out_h; ++y) {
+    if (y >= g.region_h) {
+      sink.fill(y, 0);
+    } else if (!need_v) {
+      sink.row(y, in_base + (g.crop_y + y - in_row0) * in_stride, g.region_w);
+    } else {
+      vertical_row(vertical, wy, y, in_base, in_row0, in_stride, width3, rowbuf.data());
+      sink.row(y, rowbuf.data(), g.region_w);
     }
-  });
+  }
   return kOk;
 }
 
@@ -312,18 +266,18 @@ Status plan_geometry(Mode mode, int64_t src_h, int64_t src_w, int64_t dst_h, int
 }
 
 Status resize_normalize_chw(const Source& src, const Geometry& geometry, Filter filter,
-                            const Normalization& norm, float* out, int64_t out_h, int64_t out_w,
-                            int threads) noexcept {
+                            const Normalization& norm, float* out, int64_t out_h,
+                            int64_t out_w) noexcept {
   if (out == nullptr || out_h <= 0 || out_w <= 0) return kInvalidArgument;
   const ChwSink sink(norm, out, out_h, out_w);
-  return run(src, geometry, filter, sink, out_h, out_w, threads);
+  return run(src, geometry, filter, sink, out_h, out_w);
 }
 
 Status resize_hwc(const Source& src, const Geometry& geometry, Filter filter, uint8_t* out,
-                  int64_t out_h, int64_t out_w, int threads) noexcept {
+                  int64_t out_h, int64_t out_w) noexcept {
   if (out == nullptr) return kInvalidArgument;
   const HwcSink sink(out, out_w);
-  return run(src, geometry, filter, sink, out_h, out_w, threads);
+  return run(src, geometry, filter, sink, out_h, out_w);
 }
 
 }  // namespace image

@@ -5,7 +5,6 @@ from numpy.typing import NDArray
 
 def count_candidates(scores: list[NDArray[np.float32]], min_score: float) -> int: ...
 def decode_workspace_bytes(capacity: int) -> int: ...
-def nms_workspace_bytes(count: int) -> int: ...
 def decode_scrfd(
     scores: list[NDArray[np.float32]],
     distances: list[NDArray[np.float32]],
@@ -20,13 +19,5 @@ def decode_scrfd(
     out_boxes: NDArray[np.float32],
     out_scores: NDArray[np.float32],
     out_keypoints: NDArray[np.float32],
-    workspace: NDArray[np.uint8],
-) -> int: ...
-def nms(
-    boxes: NDArray[np.float32],
-    scores: NDArray[np.float32],
-    iou_threshold: float,
-    inclusive_area: bool,
-    keep: NDArray[np.int64],
     workspace: NDArray[np.uint8],
 ) -> int: ...

@@ -18,7 +18,6 @@ def resize_normalize_chw(
     scale: float,
     mean: tuple[float, float, float],
     std: tuple[float, float, float],
-    threads: int,
 ) -> int:
     """Fills out[index] (3, H, W) float32; returns the kernel status (0 ok, 1 bad argument, 2 no memory)."""
 
@@ -28,7 +27,6 @@ def resize_hwc(
     index: int,
     geometry: tuple[int, int, int, int, int, int, float],
     filter: int,
-    threads: int,
 ) -> int:
     """Fills out[index] (H, W, 3) uint8; returns the kernel status (0 ok, 1 bad argument, 2 no memory)."""
 

@@ -19,7 +19,7 @@ from numpy.typing import NDArray
 from immich_ml._core import _detect
 from immich_ml.errors import InvalidInput
 
-__all__ = ["Detections", "decode_scrfd", "nms"]
+__all__ = ["Detections", "decode_scrfd"]
 
 # Anchor indices are 32-bit inside the kernel.
 _MAX_CANDIDATES = 2**32 - 1
@@ -167,41 +167,3 @@ def decode_scrfd(
         found = 0
     return Detections(out_boxes[:found], out_scores[:found], out_landmarks[:found])
 
-
-def nms(
-    boxes: NDArray[np.float32],
-    scores: NDArray[np.float32],
-    iou_threshold: float,
-    *,
-    inclusive_area: bool,
-) -> NDArray[np.int64]:
-    """Greedy non-maximum suppression.
-
-    boxes: (N, 4) float32 x1, y1, x2, y2, C-contiguous, finite. scores: (N,) float32, finite.
-    Boxes are visited by descending score (equal scores: lower index first); a box is kept unless
-    its IoU with an already kept box is greater than ``iou_threshold``. ``inclusive_area`` as in
-    :func:`decode_scrfd`. Returns the kept indices, (K,) int64, in visiting order.
-    """
-    for name, array, ndim in (("boxes", boxes, 2), ("scores", scores, 1)):
-        if not isinstance(array, np.ndarray):
-            raise InvalidInput(f"{name} must be a numpy array, got {type(array).__name__}.")
-        if array.dtype != np.float32:
-            raise InvalidInput(f"{name} must be float32, got {array.dtype}.")
-        if array.ndim != ndim:
-            raise InvalidInput(f"{name} must have {ndim} dimensions, got shape {array.shape}.")
-        if not array.flags.c_contiguous:
-            raise InvalidInput(f"{name} must be C-contiguous.")
-    count = scores.shape[0]
-    if boxes.shape != (count, 4):
-        raise InvalidInput(f"boxes has shape {boxes.shape}; expected ({count}, 4) to match scores.")
-    if count > _MAX_CANDIDATES:
-        raise InvalidInput(f"{count} boxes is more than nms supports.")
-    if not (np.isfinite(boxes).all() and np.isfinite(scores).all()):
-        raise InvalidInput("boxes and scores must be finite (no NaN or infinity).")
-    iou_threshold = _finite("iou_threshold", iou_threshold)
-    keep = np.empty(count, dtype=np.int64)
-    if count == 0:
-        return keep
-    workspace = np.empty(_detect.nms_workspace_bytes(count), dtype=np.uint8)
-    kept = _detect.nms(boxes, scores, iou_threshold, bool(inclusive_area), keep, workspace)
-    return keep[:kept].copy()

@@ -104,7 +104,6 @@ def resize_normalize_into(
     mean: tuple[float, float, float] = (0.0, 0.0, 0.0),
     std: tuple[float, float, float] = (1.0, 1.0, 1.0),
     scale: float = 1 / 255,
-    threads: int = 1,
 ) -> ResizeInfo:
     """Resizes an RGB image and writes it into slot ``index`` of a model's input batch.
 
@@ -120,7 +119,6 @@ def resize_normalize_into(
     resample: Pillow filter; results match ``PIL.Image.resize`` bit for bit (Pillow >= 13; older
         Pillow always resamples horizontally first, which differs by a level or two in a few
         pixels of images more than twice as tall as wide).
-    threads: split rows over this many threads (worth it only for large outputs).
     Raises errors.InvalidInput on a wrong dtype, shape, layout, size or parameter.
     """
     src_h, src_w = _check_image(image)
@@ -135,8 +133,6 @@ def resize_normalize_into(
         )
     if mode == "shortest" and out_h != out_w:
         raise errors.InvalidInput(f"Resize mode 'shortest' needs a square size, got {size}")
-    if threads < 1:
-        raise errors.InvalidInput(f"threads must be >= 1, got {threads}")
     status, *geometry = _image.plan(mode_code, src_h, src_w, out_h, out_w)
     if status != _STATUS_OK:
         raise errors.InvalidInput(f"Cannot resize a {src_w}x{src_h} image to {out_w}x{out_h}")
@@ -151,11 +147,11 @@ def resize_normalize_into(
             raise errors.InvalidInput(f"std must not contain zero, got {std}")
         batch_f32 = cast(NDArray[np.float32], out)
         status = _image.resize_normalize_chw(
-            image, batch_f32, index, plan, filter_code, float(scale), mean3, std3, threads
+            image, batch_f32, index, plan, filter_code, float(scale), mean3, std3
         )
     else:
         batch_u8 = cast(NDArray[np.uint8], out)
-        status = _image.resize_hwc(image, batch_u8, index, plan, filter_code, threads)
+        status = _image.resize_hwc(image, batch_u8, index, plan, filter_code)
     if status == _STATUS_NO_MEMORY:
         raise errors.ImmichMLError(f"Not enough memory to resize a {src_w}x{src_h} image")
     if status != _STATUS_OK:

@@ -2,7 +2,8 @@
 the requests it owes answers to. A slot outlives its processes: a crashed worker is replaced in
 the same slot, which keeps its counters.
 
-Slots are plain state; :class:`~immich_ml.workers.pool.WorkerPool` changes them under its lock.
+Slots are plain state, changed under the lock of the pool's
+:class:`~immich_ml.workers.slot_table.SlotTable`.
 """
 
 from __future__ import annotations

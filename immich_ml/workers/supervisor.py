@@ -8,8 +8,8 @@ after a back-off. It also enforces ``WORKER_TIMEOUT`` (kills the worker; its req
 :class:`~immich_ml.errors.WorkerTimeout`) and the start-up timeout, and starts the CPU slots once
 the device workers report what they run on.
 
-:class:`Supervision` is the supervising half of :class:`~immich_ml.workers.pool.WorkerPool`; it
-works on the pool's state under the pool's lock.
+:class:`Supervisor` owns its thread and the pipe that wakes it; it works on the slots of the
+pool's :class:`~immich_ml.workers.slot_table.SlotTable` under the table's lock.
 """
 
 from __future__ import annotations
@@ -19,10 +19,8 @@ import os
 import threading
 import time
 from multiprocessing.connection import Connection, wait
-from multiprocessing.context import SpawnContext
 from typing import Any
 
-from immich_ml.config import Settings
 from immich_ml.errors import ImmichMLError, NotReady, WorkerCrashed, WorkerTimeout
 from immich_ml.workers import routing
 from immich_ml.workers.protocol import (
@@ -43,27 +41,35 @@ from immich_ml.workers.slot import (
     Slot,
     backoff,
     describe_exit,
-    slot_spec,
 )
+from immich_ml.workers.slot_table import SlotTable
 
 log = logging.getLogger("immich_ml.workers.pool")
 
 
-class Supervision:
-    """Supervisor-thread methods over the pool state declared below (set by the pool)."""
+class Supervisor:
+    """One thread that watches every worker of ``table`` (see module docstring)."""
 
-    _settings: Settings
-    _factory: str
-    _context: SpawnContext
-    _cpu_placed: frozenset[tuple[str, str]]
-    _lock: threading.Lock
-    _changed: threading.Condition
-    _slots: list[Slot]
-    _cpu_slots: bool | None
-    _closing: bool
-    _stopped: bool
-    _wake_read: int
-    _wake_write: int
+    def __init__(self, table: SlotTable) -> None:
+        self._table = table
+        self._stopped = False
+        self._wake_read, self._wake_write = os.pipe()
+        self._thread = threading.Thread(target=self._supervise, name="pool-supervisor", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Ends the thread (after the round in progress) and closes the wake pipe."""
+        self._stopped = True
+        self._wake()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        os.close(self._wake_write)
+        os.close(self._wake_read)
 
     def _supervise(self) -> None:
         while not self._stopped:
@@ -76,9 +82,9 @@ class Supervision:
 
     def _supervise_once(self) -> None:
         """Wait for worker messages, exits or the next deadline, and handle what happened."""
-        with self._lock:
+        with self._table.lock:
             watched: dict[Any, Slot] = {}
-            for slot in self._slots:
+            for slot in self._table.slots:
                 if slot.results is not None:
                     watched[slot.results] = slot
                 if slot.process is not None:
@@ -112,7 +118,7 @@ class Supervision:
             while connection.poll():
                 self._handle(slot, connection.recv())
         except (EOFError, OSError):
-            with self._lock:
+            with self._table.lock:
                 if slot.results is connection:
                     # The worker closed its end; its exit is handled when its sentinel fires.
                     slot.results = None
@@ -120,7 +126,7 @@ class Supervision:
 
     def _handle(self, slot: Slot, message: FromWorker) -> None:
         if isinstance(message, Done | Failed):
-            with self._lock:
+            with self._table.lock:
                 pending = slot.pending.pop(message.job_id, None)
                 slot.requests += 1
                 if isinstance(message, Failed):
@@ -132,7 +138,7 @@ class Supervision:
                 else:
                     pending.future.set_exception(message.error)
         elif isinstance(message, StatusReply):
-            with self._lock:
+            with self._table.lock:
                 query = slot.queries.pop(message.job_id, None)
                 slot.models = message.models
             if query is not None:
@@ -140,22 +146,22 @@ class Supervision:
         elif isinstance(message, Ready):
             self._on_ready(slot, message)
         elif isinstance(message, StartFailed):
-            with self._lock:
+            with self._table.lock:
                 slot.last_error = message.message
 
     def _on_ready(self, slot: Slot, message: Ready) -> None:
-        with self._changed:
+        with self._table.changed:
             startup_s = time.monotonic() - (slot.spawned_at or time.monotonic())
             slot.state = "ready"
             slot.target, slot.pid, slot.models = message.target, message.pid, message.models
             slot.ready_since = time.monotonic()
             slot.start_failures = 0
-            if slot.plan.role == "device" and self._cpu_slots is None:
-                self._cpu_slots = routing.needs_cpu_slots(self._settings, message.target.split(":")[0])
-                if self._cpu_slots and not self._closing:
-                    for cpu_slot in self._add_cpu_slots():
-                        cpu_slot.spawn(self._context)
-            self._changed.notify_all()
+            if slot.plan.role == "device" and self._table.cpu_slots is None:
+                self._table.cpu_slots = routing.needs_cpu_slots(self._table.settings, message.target.split(":")[0])
+                if self._table.cpu_slots and not self._table.closing:
+                    for cpu_slot in self._table.add_cpu_slots():
+                        cpu_slot.spawn(self._table.context)
+            self._table.changed.notify_all()
         log.info(
             "%s is ready (pid %d, started in %.2f s, pipeline built in %.2f s)",
             slot.name, message.pid, startup_s, message.startup_s,
@@ -171,7 +177,7 @@ class Supervision:
             self._drain(slot, slot.results)
         what = describe_exit(process.exitcode)
         now = time.monotonic()
-        with self._changed:
+        with self._table.changed:
             was_ready = slot.state == "ready"
             error: ImmichMLError = slot.kill_reason or WorkerCrashed(
                 f"{slot.name} {what} while running this request; it is being restarted, retry shortly."
@@ -184,7 +190,7 @@ class Supervision:
             slot.pid = None
             slot.ready_since = None
             slot.models = []
-            if self._closing:
+            if self._table.closing:
                 slot.state = "stopped"
             elif was_ready and process.exitcode != EXIT_START_FAILED:
                 stable = slot.ready_since is not None and now - slot.ready_since > STABLE_AFTER_S
@@ -198,8 +204,8 @@ class Supervision:
                 if slot.last_error is None or not slot.last_error.strip():
                     slot.last_error = f"{slot.name} {what} while starting"
                 slot.respawn_at = now + backoff(slot.start_failures, START_BACKOFF_S)
-            self._changed.notify_all()
-        if not self._closing:
+            self._table.changed.notify_all()
+        if not self._table.closing:
             delay = (slot.respawn_at or now) - now
             log.error("%s %s; restarting it in %.2f s (%s)", slot.name, what, delay, slot.last_error)
         for pending in owed:
@@ -208,11 +214,11 @@ class Supervision:
     def _enforce_deadlines(self) -> None:
         now = time.monotonic()
         expired: list[Pending] = []
-        with self._changed:
-            for slot in self._slots:
+        with self._table.changed:
+            for slot in self._table.slots:
                 late = [p for p in slot.pending.values() if p.deadline <= now]
                 if late and slot.kill_reason is None:
-                    seconds = self._settings.worker_timeout
+                    seconds = self._table.settings.worker_timeout
                     log.error("%s: a request ran longer than %d s; restarting the worker", slot.name, seconds)
                     slot.kill(WorkerTimeout(
                         f"The request ran longer than MACHINE_LEARNING_WORKER_TIMEOUT ({seconds} s) "
@@ -221,7 +227,7 @@ class Supervision:
                 for job_id in [j for j, p in slot.queries.items() if p.deadline <= now]:
                     expired.append(slot.queries.pop(job_id))
                 started = slot.spawned_at or now
-                limit = self._settings.worker_start_timeout_s
+                limit = self._table.settings.worker_start_timeout_s
                 if slot.state in ("starting", "restarting", "failed") and slot.process is not None:
                     if now - started > limit and slot.kill_reason is None:
                         slot.last_error = f"{slot.name} did not become ready within {limit} s"
@@ -230,31 +236,20 @@ class Supervision:
                     slot.process is None
                     and slot.respawn_at is not None
                     and slot.respawn_at <= now
-                    and not self._closing
+                    and not self._table.closing
                 ):
                     # A failed slot stays "failed" while it retries; requests do not wait for it.
                     slot.restarts += 1
-                    slot.spawn(self._context)
+                    slot.spawn(self._table.context)
         for query in expired:
             query.future.set_exception(TimeoutError("the worker did not answer the status query in time"))
 
     def _next_deadline(self) -> float:
         """The earliest moment the supervisor must act even if no worker says anything."""
         moments = [time.monotonic() + 1.0]
-        for slot in self._slots:
+        for slot in self._table.slots:
             moments.extend(p.deadline for p in slot.pending.values())
             moments.extend(p.deadline for p in slot.queries.values())
             if slot.respawn_at is not None:
                 moments.append(slot.respawn_at)
         return min(moments)
-
-    # --- slots -------------------------------------------------------------------------------
-
-    def _new_slot(self, plan: routing.SlotPlan) -> Slot:
-        spec = slot_spec(plan, self._settings, pipeline_factory=self._factory, cpu_placed=self._cpu_placed)
-        return Slot(plan, spec)
-
-    def _add_cpu_slots(self) -> list[Slot]:
-        added = [self._new_slot(plan) for plan in routing.cpu_slots(self._settings, len(self._slots))]
-        self._slots.extend(added)
-        return added

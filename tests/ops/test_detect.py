@@ -1,17 +1,16 @@
 """immich_ml.ops.detect against a plain-numpy SCRFD decode + greedy NMS written here the way
 insightface does it (anchor grid from np.mgrid, float32 arithmetic, insightface's while-loop NMS
-keeping ``ovr <= thresh``), and nms() against cv2.dnn.NMSBoxes."""
+keeping ``ovr <= thresh``)."""
 
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-import cv2
 import numpy as np
 import pytest
 
 from immich_ml.errors import InvalidInput
-from immich_ml.ops.detect import Detections, decode_scrfd, nms
+from immich_ml.ops.detect import Detections, decode_scrfd
 
 STRIDES = (8, 16, 32)
 F32 = np.float32
@@ -273,31 +272,26 @@ def test_missing_keypoints_raise_invalid_input() -> None:
         decode_scrfd(scores, boxes, None, input_size=(640, 640), min_score=0.5, scale=1.0)
 
 
-# --- nms ------------------------------------------------------------------------------------------
+# --- NMS edge cases, through decode_scrfd -------------------------------------------------------
 
 
-def random_boxes(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
-    xy = rng.random((n, 2), dtype=F32) * 200
-    wh = rng.random((n, 2), dtype=F32) * 60 + 1
-    boxes = np.concatenate([xy, xy + wh], axis=1).astype(F32)
-    return boxes, rng.random(n, dtype=F32)
+def boxes_as_heads(boxes: np.ndarray, scores: np.ndarray, size=(64, 64)):
+    """SCRFD heads (strides 8, 16, 32; 2 anchors per cell) whose decode gives exactly `boxes` (at
+    scale 1, all on stride 8's first cell, centre (0, 0); coordinates must be multiples of 1/8)."""
+    heads = random_heads(np.random.default_rng(0), size)
+    for level in range(3):
+        heads[0][level][:] = 0
+    assert len(boxes) <= 2
+    for i, (box, score) in enumerate(zip(boxes, scores)):
+        heads[0][0][i] = score
+        heads[1][0][i] = np.array([-box[0], -box[1], box[2], box[3]], F32) / 8
+    return heads
 
 
-@pytest.mark.parametrize("inclusive", [True, False])
-@pytest.mark.parametrize("threshold", [0.0, 0.3, 0.4, 0.7, 1.0])
-def test_nms_matches_reference(threshold, inclusive) -> None:
-    boxes, scores = random_boxes(np.random.default_rng(9), 600)
-    keep = nms(boxes, scores, threshold, inclusive_area=inclusive)
-    assert keep.dtype == np.int64
-    assert keep.tolist() == reference_nms(boxes, scores, threshold, inclusive)
-
-
-def test_nms_matches_opencv_with_exclusive_areas() -> None:
-    boxes, scores = random_boxes(np.random.default_rng(10), 400)
-    xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1).astype(np.float64)
-    expected = np.asarray(cv2.dnn.NMSBoxes(xywh.tolist(), scores.tolist(), 0.0, 0.4)).reshape(-1)
-    keep = nms(boxes, scores, 0.4, inclusive_area=False)
-    assert keep.tolist() == expected.tolist()
+def nms_of(boxes: np.ndarray, scores: np.ndarray, threshold: float, inclusive: bool) -> list[int]:
+    found = decode_scrfd(*boxes_as_heads(boxes, scores), input_size=(64, 64), min_score=0.5,
+                         scale=1.0, iou_threshold=threshold, inclusive_area=inclusive)  # fmt: skip
+    return [int(np.flatnonzero((boxes == b).all(1))[0]) for b in found.boxes]
 
 
 def test_nms_exact_threshold_pairs() -> None:
@@ -305,34 +299,19 @@ def test_nms_exact_threshold_pairs() -> None:
     exclusive_pair = np.array([[0, 0, 10, 10], [0, 0, 4, 10]], F32)  # 40 / 100
     inclusive_pair = np.array([[0, 0, 9, 9], [0, 0, 3, 9]], F32)  # 40 / 100 counting pixels
     scores = np.array([0.9, 0.8], F32)
-    assert nms(exclusive_pair, scores, 0.4, inclusive_area=False).tolist() == [0, 1]
-    assert nms(exclusive_pair, scores, 0.4, inclusive_area=True).tolist() == [0]
-    assert nms(inclusive_pair, scores, 0.4, inclusive_area=True).tolist() == [0, 1]
+    assert nms_of(exclusive_pair, scores, 0.4, inclusive=False) == [0, 1]
+    assert nms_of(exclusive_pair, scores, 0.4, inclusive=True) == [0]
+    assert nms_of(inclusive_pair, scores, 0.4, inclusive=True) == [0, 1]
     below = float(np.nextafter(F32(0.4), F32(0)))
-    assert nms(inclusive_pair, scores, below, inclusive_area=True).tolist() == [0]
+    assert nms_of(inclusive_pair, scores, below, inclusive=True) == [0]
     for pair in (exclusive_pair, inclusive_pair):
         for inc in (True, False):
-            assert nms(pair, scores, 0.4, inclusive_area=inc).tolist() == reference_nms(
-                pair, scores, 0.4, inc
-            )
+            assert nms_of(pair, scores, 0.4, inc) == reference_nms(pair, scores, 0.4, inc)
 
 
 def test_nms_zero_area_duplicates_suppress_under_exclusive_areas() -> None:
-    boxes = np.array([[5, 5, 5, 5], [5, 5, 5, 5], [20, 20, 30, 30]], F32)
-    scores = np.array([0.5, 0.9, 0.7], F32)
-    assert nms(boxes, scores, 0.4, inclusive_area=False).tolist() == [1, 2]
-
-
-def test_nms_empty_and_bad_input() -> None:
-    empty = nms(np.zeros((0, 4), F32), np.zeros(0, F32), 0.4, inclusive_area=True)
-    assert empty.shape == (0,) and empty.dtype == np.int64
-    boxes, scores = random_boxes(np.random.default_rng(11), 10)
-    with pytest.raises(InvalidInput, match="float32"):
-        nms(boxes.astype(np.float64), scores, 0.4, inclusive_area=True)
-    with pytest.raises(InvalidInput, match="shape"):
-        nms(boxes[:5], scores, 0.4, inclusive_area=True)
-    with pytest.raises(InvalidInput, match="C-contiguous"):
-        nms(np.asfortranarray(boxes), scores, 0.4, inclusive_area=True)
-    boxes[3, 1] = np.nan
-    with pytest.raises(InvalidInput, match="finite"):
-        nms(boxes, scores, 0.4, inclusive_area=True)
+    boxes = np.array([[0, 0, 0, 0], [0, 0, 0, 0]], F32)
+    scores = np.array([0.6, 0.9], F32)
+    found = decode_scrfd(*boxes_as_heads(boxes, scores), input_size=(64, 64), min_score=0.5,
+                         scale=1.0, inclusive_area=False)  # fmt: skip
+    assert found.scores.tolist() == [F32(0.9)]

@@ -243,22 +243,6 @@ def test_source_views(view: str) -> None:
     np.testing.assert_array_equal(got, want)
 
 
-@pytest.mark.parametrize(("h", "w", "mode", "size"), [
-    (1080, 1440, "shortest", (224, 224)),   # horizontal pass first
-    (3000, 700, "shortest", (224, 224)),    # vertical pass first
-    (1440, 1080, "letterbox", (640, 640)),
-    (50, 60, "squash", (300, 500)),         # upscale
-])
-@pytest.mark.parametrize("threads", [2, 3, 8])
-def test_kernel_threads_give_identical_results(h: int, w: int, mode: Mode, size: tuple[int, int], threads: int) -> None:
-    img = random_image(h, w, seed=5)
-    serial = np.zeros((1, 3, *size), np.float32)
-    parallel = np.zeros_like(serial)
-    resize_normalize_into(img, serial, 0, size=size, mode=mode, mean=OPENAI_MEAN, std=OPENAI_STD)
-    resize_normalize_into(img, parallel, 0, size=size, mode=mode, mean=OPENAI_MEAN, std=OPENAI_STD, threads=threads)
-    np.testing.assert_array_equal(parallel, serial)
-
-
 def test_many_python_threads_into_separate_slots() -> None:
     images = [random_image(150 + 7 * i, 260 - 5 * i, seed=i) for i in range(20)]
     n_threads, calls = 8, 20
@@ -317,7 +301,6 @@ GOOD = np.zeros((10, 12, 3), np.uint8)
     (GOOD, np.zeros((1, 3, 32, 32), np.float32), 0, _kw(std=(1.0, 0.0, 1.0)), "zero"),
     (GOOD, np.zeros((1, 3, 32, 32), np.float32), 0, _kw(mean=(1.0, 2.0)), "3 values"),
     (GOOD, np.zeros((1, 3, 0, 32), np.float32), 0, _kw(size=(0, 32)), "positive"),
-    (GOOD, np.zeros((1, 3, 32, 32), np.float32), 0, _kw(threads=0), "threads"),
 ])
 def test_bad_input_raises_invalid_input(image: object, out: object, index: int, kw: dict[str, object], needle: str) -> None:
     with pytest.raises(errors.InvalidInput, match=None) as info:

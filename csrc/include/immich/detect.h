@@ -33,7 +33,11 @@ size_t decode_workspace_bytes(int64_t capacity) noexcept;
 
 // Decodes every level, keeps anchors with score >= min_score whose decoded box and landmarks are
 // finite, divides boxes and landmarks by `scale` (model-input pixels per source pixel), sorts by
-// score descending (ties keep level-then-anchor order) and runs greedy NMS.
+// score descending (ties keep level-then-anchor order) and runs greedy NMS: a candidate is kept
+// unless its IoU with an already kept box is not <= iou_threshold (so IoU exactly equal to the
+// threshold is kept, and a NaN IoU, e.g. 0/0 for two zero-area boxes under exclusive areas,
+// suppresses). inclusive_area: width = x2 - x1 + 1 (pixel-count convention of insightface /
+// classic R-CNN); otherwise width = x2 - x1.
 //
 // `capacity` is the room for candidates, normally count_candidates(...); candidates beyond it
 // are ignored. Outputs (each with room for `capacity` rows; the first `return value` rows are
@@ -45,18 +49,5 @@ int64_t decode_scrfd(const ScrfdLevel* levels, int32_t level_count, int32_t anch
                      float min_score, float scale, float iou_threshold, bool inclusive_area,
                      float* out_boxes, float* out_scores, float* out_keypoints, int64_t capacity,
                      unsigned char* workspace) noexcept;
-
-// Bytes of scratch memory nms needs for `count` boxes.
-size_t nms_workspace_bytes(int64_t count) noexcept;
-
-// Greedy non-maximum suppression. Boxes are (count, 4) x1, y1, x2, y2; scores (count,).
-// Visits boxes by descending score (ties: lower index first); a box is kept unless its IoU with an
-// already kept box is not <= iou_threshold (so IoU exactly equal to the threshold is kept, and a
-// NaN IoU, e.g. 0/0 for two zero-area boxes under exclusive areas, suppresses).
-// inclusive_area: width = x2 - x1 + 1 (pixel-count convention of insightface / classic R-CNN);
-// otherwise width = x2 - x1. Writes kept indices into `keep` in visiting order, returns how many.
-// `workspace` must hold nms_workspace_bytes(count) bytes, aligned to 8 bytes.
-int64_t nms(const float* boxes, const float* scores, int64_t count, float iou_threshold,
-            bool inclusive_area, int64_t* keep, unsigned char* workspace) noexcept;
 
 }  // namespace immich::detect

@@ -61,15 +61,15 @@ struct Normalization {
   float std[3];
 };
 
-// Writes one float32 CHW image of out_h x out_w (3 contiguous planes, C-contiguous) at `out`.
-// `threads` >= 1 splits rows across that many threads (1 = run on the calling thread).
+// Writes one float32 CHW image of out_h x out_w (3 contiguous planes, C-contiguous) at `out`, on
+// the calling thread (callers parallelise across images, not within one).
 Status resize_normalize_chw(const Source& src, const Geometry& geometry, Filter filter,
-                            const Normalization& norm, float* out, int64_t out_h, int64_t out_w,
-                            int threads) noexcept;
+                            const Normalization& norm, float* out, int64_t out_h,
+                            int64_t out_w) noexcept;
 
 // Writes one uint8 HWC image of out_h x out_w (C-contiguous, raw RGB) at `out`.
 Status resize_hwc(const Source& src, const Geometry& geometry, Filter filter, uint8_t* out,
-                  int64_t out_h, int64_t out_w, int threads) noexcept;
+                  int64_t out_h, int64_t out_w) noexcept;
 
 // Vector (AVX2) inner loops are used when the CPU has them; false forces the portable C++ loops
 // (they compute the same integers; tests compare the two). Process-wide; returns the old value.
