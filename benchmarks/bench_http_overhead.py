@@ -36,18 +36,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
+import orjson
+
+from immich_ml.backends.base import Target
+from immich_ml.bench.immich_wire import undici_boundary, undici_multipart
+from immich_ml.config import load_settings
+from immich_ml.models import starter
+from immich_ml.pipeline import Pipeline
+from immich_ml.schemas import parse_entries
+from immich_ml.workers.pool import WorkerPool
+
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests" / "server"))
-
-import orjson  # noqa: E402
-from immich_client import undici_boundary, undici_multipart  # noqa: E402
-
-from immich_ml.backends.base import Target  # noqa: E402
-from immich_ml.config import load_settings  # noqa: E402
-from immich_ml.models import starter  # noqa: E402
-from immich_ml.pipeline import Pipeline  # noqa: E402
-from immich_ml.schemas import parse_entries  # noqa: E402
-from immich_ml.workers.pool import WorkerPool  # noqa: E402
 
 TEXT_ENTRIES = '{"clip":{"textual":{"modelName":"ViT-tiny__nonsemantic","options":{"language":"en"}}}}'
 FACE_ENTRIES = (

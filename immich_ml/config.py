@@ -1,10 +1,16 @@
 """Settings: the only module that reads the process environment.
 
-Every ``MACHINE_LEARNING_*`` and ``IMMICH_*`` variable that immich-machine-learning understands is read
-here once, with the same names and defaults, into one frozen :class:`Settings` that is passed down.
-Names are case-insensitive and nested keys use ``__`` as Immich's pydantic settings do
-(``MACHINE_LEARNING_PRELOAD__CLIP__TEXTUAL``). An invalid value raises :class:`SettingsError`, which
-names the variable and the accepted values, and start-up stops.
+The ``MACHINE_LEARNING_*`` and ``IMMICH_*`` variables immich-machine-learning reads are read here
+once, with the same names, into one frozen :class:`Settings` that is passed down. Each default is
+written once, on its :class:`Settings` (or nested) field; :func:`load_settings` maps every field to
+its variable and parser. Names are case-insensitive and nested keys use ``__`` as Immich's pydantic
+settings do (``MACHINE_LEARNING_PRELOAD__CLIP__TEXTUAL``). An empty value counts as unset. An
+invalid value raises :class:`SettingsError`, which names the variable and the accepted values, and
+start-up stops.
+
+Two of Immich's variables are not read: ``MACHINE_LEARNING_TEST_FULL`` only switches Immich's own
+test suite to its slow tests, and ``NO_COLOR`` turns off Immich's colour log output; this service
+never writes colour, so it honours ``NO_COLOR`` whatever its value.
 """
 
 from __future__ import annotations
@@ -14,11 +20,13 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from immich_ml.errors import SettingsError
 
 T = TypeVar("T")
+D = TypeVar("D", "Settings", "PreloadModels", "MaxBatchSize", "Placement")
+Parser = Callable[[str, str], Any]
 
 _TRUE = frozenset({"1", "true", "t", "yes", "y", "on"})
 _FALSE = frozenset({"0", "false", "f", "no", "n", "off"})
@@ -90,7 +98,6 @@ class Settings:
     workers: int = 1
     worker_timeout: int = 300
     http_keepalive_timeout_s: int = 2
-    test_full: bool = False
     request_threads: int = field(default_factory=lambda: os.cpu_count() or 4)
     model_inter_op_threads: int = 0
     model_intra_op_threads: int = 0
@@ -114,7 +121,6 @@ class Settings:
     host: str = "[::]"
     port: int = 3003
     log_level: str = "info"
-    no_color: bool = False
     source_ref: str | None = None
     # --- immich_ml additions (documented in README "Settings") ---
     # Which accelerator family to use; "auto" picks the best one that is installed and works.
@@ -150,13 +156,9 @@ class Settings:
     def with_device_id(self, device_id: str) -> Settings:
         return replace(self, device_id=device_id)
 
-    @staticmethod
-    def from_env(environ: Mapping[str, str] | None = None) -> Settings:
-        return load_settings(environ)
-
 
 class _Reader:
-    """Case-insensitive view of the environment that records which variables it used."""
+    """Case-insensitive view of the environment; blank values count as unset."""
 
     def __init__(self, environ: Mapping[str, str]) -> None:
         self._env = {k.upper(): v for k, v in environ.items()}
@@ -171,6 +173,13 @@ class _Reader:
     def get(self, name: str, parse: Callable[[str, str], T], default: T) -> T:
         value = self.raw(name)
         return default if value is None else parse(name, value)
+
+    def fields(self, defaults: D, variables: Mapping[str, tuple[str, Parser]]) -> D:
+        """``defaults`` with each field named in ``variables`` read from its variable, when set."""
+        return replace(
+            defaults,
+            **{f: self.get(name, parse, getattr(defaults, f)) for f, (name, parse) in variables.items()},
+        )
 
 
 def _int(lo: int | None = None, hi: int | None = None) -> Callable[[str, str], int]:
@@ -246,96 +255,100 @@ def _log_level(name: str, value: str) -> str:
     return lowered
 
 
+def _path(name: str, value: str) -> Path:
+    return Path(value).expanduser()
+
+
+_M = "MACHINE_LEARNING_"
+_PRELOAD = _M + "PRELOAD__"
+_PLACEMENT = _M + "PLACEMENT__"
+_TASK_TYPES = {  # nested field name → the variable's key
+    "clip_textual": "CLIP__TEXTUAL",
+    "clip_visual": "CLIP__VISUAL",
+    "facial_recognition_detection": "FACIAL_RECOGNITION__DETECTION",
+    "facial_recognition_recognition": "FACIAL_RECOGNITION__RECOGNITION",
+    "ocr_detection": "OCR__DETECTION",
+    "ocr_recognition": "OCR__RECOGNITION",
+}
+_SETTINGS: dict[str, tuple[str, Parser]] = {
+    "cache_folder": (_M + "CACHE_FOLDER", _path),
+    "model_ttl": (_M + "MODEL_TTL", _int()),
+    "model_ttl_poll_s": (_M + "MODEL_TTL_POLL_S", _int()),
+    "workers": (_M + "WORKERS", _int(1, 64)),
+    "worker_timeout": (_M + "WORKER_TIMEOUT", _int(1)),
+    "http_keepalive_timeout_s": (_M + "HTTP_KEEPALIVE_TIMEOUT_S", _int(0)),
+    "request_threads": (_M + "REQUEST_THREADS", _int()),
+    "model_inter_op_threads": (_M + "MODEL_INTER_OP_THREADS", _int(0)),
+    "model_intra_op_threads": (_M + "MODEL_INTRA_OP_THREADS", _int(0)),
+    "model_arena": (_M + "MODEL_ARENA", _bool),
+    "ann": (_M + "ANN", _bool),
+    "ann_fp16_turbo": (_M + "ANN_FP16_TURBO", _bool),
+    "ann_tuning_level": (_M + "ANN_TUNING_LEVEL", _int(0, 3)),
+    "rknn": (_M + "RKNN", _bool),
+    "rknn_threads": (_M + "RKNN_THREADS", _int(1, 16)),
+    "rknn_library": (_M + "RKNN_LIBRARY", _text),
+    "openvino_precision": (_M + "OPENVINO_PRECISION", _choice(PRECISIONS, upper=True)),
+    "rocm_precision": (_M + "ROCM_PRECISION", _choice(PRECISIONS, upper=True)),
+    "model_organization": (_M + "MODEL_ORGANIZATION", _text),
+    "model_revision": (_M + "MODEL_REVISION", _text),
+    "device_ids": (_M + "DEVICE_IDS", _device_ids),
+    "host": ("IMMICH_HOST", _text),
+    "port": ("IMMICH_PORT", _int(1, 65535)),
+    "log_level": ("IMMICH_LOG_LEVEL", _log_level),
+    "source_ref": ("IMMICH_SOURCE_REF", _text),
+    "device": (_M + "DEVICE", _choice(DEVICES)),
+    "device_strict": (_M + "DEVICE_STRICT", _bool),
+    "model_precision": (_M + "MODEL_PRECISION", _choice(MODEL_PRECISIONS, upper=True)),
+    "cpu_workers": (_M + "CPU_WORKERS", _int(0, 64)),
+    "queue_depth": (_M + "QUEUE_DEPTH", _int(1, 100_000)),
+    "max_request_mb": (_M + "MAX_REQUEST_MB", _int(1, 4096)),
+    "max_image_pixels": (_M + "MAX_IMAGE_PIXELS", _int(1)),
+    "fast_decode": (_M + "FAST_DECODE", _bool),
+    "worker_start_timeout_s": (_M + "WORKER_START_TIMEOUT_S", _int(1)),
+}
+_PRELOADS: dict[str, tuple[str, Parser]] = {
+    **{f: (_PRELOAD + key, _names) for f, key in _TASK_TYPES.items()},
+    "ocr_max_resolution": (_PRELOAD + "OCR__MAX_RESOLUTION", _int(32, 8192)),
+}
+_PLACEMENTS: dict[str, tuple[str, Parser]] = {
+    f: (_PLACEMENT + key, _choice(PLACEMENTS)) for f, key in _TASK_TYPES.items()
+}
+_BATCH_SIZES: dict[str, tuple[str, Parser]] = {
+    "facial_recognition": (_M + "MAX_BATCH_SIZE__FACIAL_RECOGNITION", _optional_int(1)),
+    "ocr": (_M + "MAX_BATCH_SIZE__OCR", _int(1)),
+}
+
+
 def _preload(env: _Reader, deprecated: list[str]) -> PreloadModels:
-    p = "MACHINE_LEARNING_PRELOAD__"
+    """Immich's older per-task variables (``…__CLIP``, ``…__FACIAL_RECOGNITION``) still work, as
+    the default of both types of their task, with a deprecation warning."""
+    defaults = PreloadModels()
     none: tuple[str, ...] = ()
-    clip = env.get(p + "CLIP", _names, none)
-    faces = env.get(p + "FACIAL_RECOGNITION", _names, none)
+    clip = env.get(_PRELOAD + "CLIP", _names, none)
     if clip:
-        deprecated.append(p + "CLIP (use " + p + "CLIP__TEXTUAL and " + p + "CLIP__VISUAL)")
+        deprecated.append(f"{_PRELOAD}CLIP (use {_PRELOAD}CLIP__TEXTUAL and {_PRELOAD}CLIP__VISUAL)")
+        defaults = replace(defaults, clip_textual=clip, clip_visual=clip)
+    faces = env.get(_PRELOAD + "FACIAL_RECOGNITION", _names, none)
     if faces:
         deprecated.append(
-            p + "FACIAL_RECOGNITION (use " + p + "FACIAL_RECOGNITION__DETECTION and __RECOGNITION)"
+            f"{_PRELOAD}FACIAL_RECOGNITION (use {_PRELOAD}FACIAL_RECOGNITION__DETECTION and __RECOGNITION)"
         )
-    return PreloadModels(
-        clip_textual=env.get(p + "CLIP__TEXTUAL", _names, clip),
-        clip_visual=env.get(p + "CLIP__VISUAL", _names, clip),
-        facial_recognition_detection=env.get(p + "FACIAL_RECOGNITION__DETECTION", _names, faces),
-        facial_recognition_recognition=env.get(p + "FACIAL_RECOGNITION__RECOGNITION", _names, faces),
-        ocr_detection=env.get(p + "OCR__DETECTION", _names, ()),
-        ocr_recognition=env.get(p + "OCR__RECOGNITION", _names, ()),
-        ocr_max_resolution=env.get(p + "OCR__MAX_RESOLUTION", _int(32, 8192), 736),
-    )
-
-
-def _placement(env: _Reader) -> Placement:
-    p = "MACHINE_LEARNING_PLACEMENT__"
-    parse = _choice(PLACEMENTS)
-    return Placement(
-        clip_textual=env.get(p + "CLIP__TEXTUAL", parse, "auto"),
-        clip_visual=env.get(p + "CLIP__VISUAL", parse, "auto"),
-        facial_recognition_detection=env.get(p + "FACIAL_RECOGNITION__DETECTION", parse, "auto"),
-        facial_recognition_recognition=env.get(p + "FACIAL_RECOGNITION__RECOGNITION", parse, "auto"),
-        ocr_detection=env.get(p + "OCR__DETECTION", parse, "auto"),
-        ocr_recognition=env.get(p + "OCR__RECOGNITION", parse, "auto"),
-    )
+        defaults = replace(defaults, facial_recognition_detection=faces, facial_recognition_recognition=faces)
+    return env.fields(defaults, _PRELOADS)
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Read every setting from ``environ`` (default: ``os.environ``) into one frozen object."""
     env = _Reader(os.environ if environ is None else environ)
-    m = "MACHINE_LEARNING_"
-    defaults = Settings()
     deprecated: list[str] = []
-    device_ids = env.get(m + "DEVICE_IDS", _device_ids, defaults.device_ids)
-    settings = Settings(
-        cache_folder=Path(env.get(m + "CACHE_FOLDER", _text, str(defaults.cache_folder))).expanduser(),
-        model_ttl=env.get(m + "MODEL_TTL", _int(), defaults.model_ttl),
-        model_ttl_poll_s=env.get(m + "MODEL_TTL_POLL_S", _int(), defaults.model_ttl_poll_s),
-        workers=env.get(m + "WORKERS", _int(1, 64), defaults.workers),
-        worker_timeout=env.get(m + "WORKER_TIMEOUT", _int(1), defaults.worker_timeout),
-        http_keepalive_timeout_s=env.get(
-            m + "HTTP_KEEPALIVE_TIMEOUT_S", _int(0), defaults.http_keepalive_timeout_s
-        ),
-        test_full=env.get(m + "TEST_FULL", _bool, defaults.test_full),
-        request_threads=env.get(m + "REQUEST_THREADS", _int(), defaults.request_threads),
-        model_inter_op_threads=env.get(m + "MODEL_INTER_OP_THREADS", _int(0), 0),
-        model_intra_op_threads=env.get(m + "MODEL_INTRA_OP_THREADS", _int(0), 0),
-        model_arena=env.get(m + "MODEL_ARENA", _bool, defaults.model_arena),
-        ann=env.get(m + "ANN", _bool, defaults.ann),
-        ann_fp16_turbo=env.get(m + "ANN_FP16_TURBO", _bool, defaults.ann_fp16_turbo),
-        ann_tuning_level=env.get(m + "ANN_TUNING_LEVEL", _int(0, 3), defaults.ann_tuning_level),
-        rknn=env.get(m + "RKNN", _bool, defaults.rknn),
-        rknn_threads=env.get(m + "RKNN_THREADS", _int(1, 16), defaults.rknn_threads),
-        rknn_library=env.get(m + "RKNN_LIBRARY", _text, defaults.rknn_library),
+    settings = env.fields(Settings(), _SETTINGS)
+    settings = replace(
+        settings,
+        # One device id by default: the first of MACHINE_LEARNING_DEVICE_IDS.
+        device_id=env.get(_M + "DEVICE_ID", _text, settings.device_ids[0]),
         preload=_preload(env, deprecated),
-        max_batch_size=MaxBatchSize(
-            facial_recognition=env.get(
-                m + "MAX_BATCH_SIZE__FACIAL_RECOGNITION", _optional_int(1), None
-            ),
-            ocr=env.get(m + "MAX_BATCH_SIZE__OCR", _int(1), 6),
-        ),
-        openvino_precision=env.get(m + "OPENVINO_PRECISION", _choice(PRECISIONS, upper=True), "FP32"),
-        rocm_precision=env.get(m + "ROCM_PRECISION", _choice(PRECISIONS, upper=True), "FP32"),
-        model_organization=env.get(m + "MODEL_ORGANIZATION", _text, defaults.model_organization),
-        model_revision=env.get(m + "MODEL_REVISION", _text, defaults.model_revision),
-        device_ids=device_ids,
-        device_id=env.get(m + "DEVICE_ID", _text, device_ids[0]),
-        host=env.get("IMMICH_HOST", _text, defaults.host),
-        port=env.get("IMMICH_PORT", _int(1, 65535), defaults.port),
-        log_level=env.get("IMMICH_LOG_LEVEL", _log_level, defaults.log_level),
-        no_color=env.get("NO_COLOR", _bool, False),
-        source_ref=env.raw("IMMICH_SOURCE_REF"),
-        device=env.get(m + "DEVICE", _choice(DEVICES), "auto"),
-        device_strict=env.get(m + "DEVICE_STRICT", _bool, False),
-        model_precision=env.get(m + "MODEL_PRECISION", _choice(MODEL_PRECISIONS, upper=True), "FP32"),
-        placement=_placement(env),
-        cpu_workers=env.get(m + "CPU_WORKERS", _int(0, 64), 0),
-        queue_depth=env.get(m + "QUEUE_DEPTH", _int(1, 100_000), defaults.queue_depth),
-        max_request_mb=env.get(m + "MAX_REQUEST_MB", _int(1, 4096), defaults.max_request_mb),
-        max_image_pixels=env.get(m + "MAX_IMAGE_PIXELS", _int(1), defaults.max_image_pixels),
-        fast_decode=env.get(m + "FAST_DECODE", _bool, defaults.fast_decode),
-        worker_start_timeout_s=env.get(m + "WORKER_START_TIMEOUT_S", _int(1), 300),
+        placement=env.fields(Placement(), _PLACEMENTS),
+        max_batch_size=env.fields(MaxBatchSize(), _BATCH_SIZES),
     )
     for message in deprecated:
         logging.getLogger("immich_ml.config").warning("Deprecated setting: %s", message)

@@ -32,12 +32,10 @@ from immich_ml.models.manager import ModelManager
 from immich_ml.models.timing import Stages
 from immich_ml.ops.detect import Detections
 from immich_ml.ops.image import decode_image
-from immich_ml.schemas import DEPENDENCIES, Entry, ModelTask, ModelType
+from immich_ml.schemas import DEPENDENCIES, IMAGE_TYPES, Entry, ModelTask, ModelType, check_request
 
 log = logging.getLogger(__name__)
 
-_IMAGE_TYPES = frozenset({ModelType.VISUAL, ModelType.DETECTION, ModelType.RECOGNITION})
-_PAYLOAD_MISSING = "Either image or text must be provided"
 
 
 @dataclass(frozen=True)
@@ -81,7 +79,7 @@ class Pipeline:
         steps = self._plan(entries, image, text)
         decoded: npt.NDArray[np.uint8] | None = None
         response: dict[str, Any] = {}
-        image_steps = [s for s in steps if s.entry.type in _IMAGE_TYPES]
+        image_steps = [s for s in steps if s.entry.type in IMAGE_TYPES]
         if image_steps:
             assert image is not None
             for step in image_steps:  # the decode may use their input sizes; load errors come first
@@ -105,17 +103,7 @@ class Pipeline:
     def _plan(self, entries: Sequence[Entry], image: bytes | None, text: str | None) -> list[_Step]:
         if not entries:
             raise InvalidInput("No models requested: 'entries' is empty.")
-        requested = {(e.task, e.type) for e in entries}
-        for entry in entries:
-            dependency = DEPENDENCIES.get((entry.task, entry.type))
-            if dependency is not None and dependency not in requested:
-                raise InvalidInput(
-                    f"Task {entry.task.value} of type {entry.type.value} depends on output of "
-                    f"{dependency[1].value}"
-                )
-            needs_image = entry.type in _IMAGE_TYPES
-            if (needs_image and image is None) or (not needs_image and text is None):
-                raise InvalidInput(_PAYLOAD_MISSING)
+        check_request(entries, has_image=image is not None, has_text=text is not None)
         steps = []
         for entry in entries:
             spec = resolve(entry.name, entry.task, entry.type)
@@ -151,7 +139,7 @@ class Pipeline:
         def run(step: _Step) -> Any:
             upstream = outputs.get(step.depends_on) if step.depends_on is not None else None
             request = ModelRequest(
-                image=image if step.entry.type in _IMAGE_TYPES else None,
+                image=image if step.entry.type in IMAGE_TYPES else None,
                 text=text if step.entry.type == ModelType.TEXTUAL else None,
                 options=step.entry.options,
                 upstream=upstream,
@@ -161,7 +149,9 @@ class Pipeline:
         if len(group) <= 1:
             return [run(step) for step in group]
         futures = [self._executor().submit(run, step) for step in group]
-        # Like Immich (N): every entry finishes before the first error is raised.
+        # Every entry finishes before the first error (in entry order) is raised, so no model call
+        # still runs for a request that has been answered. Immich's asyncio.gather raises at once
+        # but likewise lets the other entries run to the end.
         errors = [f.exception() for f in futures]
         for error in errors:
             if error is not None:

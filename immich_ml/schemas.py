@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, TypedDict
 
 import orjson
 
-from immich_ml.errors import InvalidRequest
+from immich_ml.errors import InvalidInput, InvalidRequest
 
 
 class ModelTask(StrEnum):
@@ -52,6 +53,36 @@ DEPENDENCIES: dict[tuple[ModelTask, ModelType], tuple[ModelTask, ModelType]] = {
     ),
     (ModelTask.OCR, ModelType.RECOGNITION): (ModelTask.OCR, ModelType.DETECTION),
 }
+
+
+# Entries of these types read the image; the others (textual) read the text.
+IMAGE_TYPES = frozenset({ModelType.VISUAL, ModelType.DETECTION, ModelType.RECOGNITION})
+
+# Immich's wording, kept so clients see the message they know.
+PAYLOAD_MISSING = "Either image or text must be provided"
+
+
+def missing_dependency(task: ModelTask, model_type: ModelType) -> InvalidInput:
+    """The error for an entry sent without the entry it depends on (Immich's wording + the fix)."""
+    needed_task, needed_type = DEPENDENCIES[(task, model_type)]
+    return InvalidInput(
+        f"Task {task.value} of type {model_type.value} depends on output of {needed_type.value}: "
+        f"add entries[{needed_task.value!r}][{needed_type.value!r}] to the request."
+    )
+
+
+def check_request(entries: Iterable[Entry], *, has_image: bool, has_text: bool) -> None:
+    """Raises InvalidInput (HTTP 400) when an entry's dependency is not requested too, or when the
+    payload an entry reads (image or text) is missing. The server checks this before a request
+    reaches a worker; the pipeline checks it again for callers that do not come through HTTP."""
+    entries = tuple(entries)
+    requested = {(e.task, e.type) for e in entries}
+    for entry in entries:
+        needed = DEPENDENCIES.get((entry.task, entry.type))
+        if needed is not None and needed not in requested:
+            raise missing_dependency(entry.task, entry.type)
+        if not (has_image if entry.type in IMAGE_TYPES else has_text):
+            raise InvalidInput(PAYLOAD_MISSING)
 
 
 def parse_entries(raw: str | bytes) -> tuple[Entry, ...]:

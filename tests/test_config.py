@@ -18,7 +18,6 @@ def test_defaults_are_immichs() -> None:
     assert s.cache_folder == Path.home() / ".cache" / "immich_ml"
     assert (s.model_ttl, s.model_ttl_poll_s) == (300, 10)
     assert (s.workers, s.worker_timeout, s.http_keepalive_timeout_s) == (1, 300, 2)
-    assert s.test_full is False
     assert s.request_threads == (os.cpu_count() or 4)
     assert (s.model_inter_op_threads, s.model_intra_op_threads) == (0, 0)
     assert s.model_arena is False  # what Immich's images set (they preload mimalloc)
@@ -29,7 +28,7 @@ def test_defaults_are_immichs() -> None:
     assert (s.openvino_precision, s.rocm_precision) == ("FP32", "FP32")
     assert (s.model_organization, s.model_revision) == ("immich-app", "main")
     assert (s.device_ids, s.device_id) == (("0",), "0")
-    assert (s.host, s.port, s.log_level, s.no_color) == ("[::]", 3003, "info", False)
+    assert (s.host, s.port, s.log_level) == ("[::]", 3003, "info")
     assert s.log_level_number == logging.INFO
     assert (s.device, s.device_strict, s.model_precision, s.fast_decode) == ("auto", False, "FP32", True)
 
@@ -90,6 +89,13 @@ def test_max_batch_size_none_means_no_limit() -> None:
     assert s.max_batch_size.facial_recognition is None
 
 
+@pytest.mark.parametrize("variable", ["NO_COLOR", "MACHINE_LEARNING_TEST_FULL"])
+def test_immichs_console_and_test_suite_switches_are_accepted_and_ignored(variable: str) -> None:
+    # Immich reads them (rich console colours; its own slow tests); nothing here depends on them.
+    for value in ("1", "true", "sometimes"):
+        assert load_settings({variable: value}) == Settings()
+
+
 @pytest.mark.parametrize(
     ("variable", "value"),
     [
@@ -113,7 +119,6 @@ def test_max_batch_size_none_means_no_limit() -> None:
         ("IMMICH_PORT", "70000"),
         ("IMMICH_PORT", "http"),
         ("IMMICH_LOG_LEVEL", "loud"),
-        ("NO_COLOR", "sometimes"),
     ],
 )
 def test_invalid_values_are_rejected_by_name(variable: str, value: str) -> None:

@@ -76,7 +76,7 @@ def test_recognition_needs_detection(pipeline: Pipeline) -> None:
     raw = {"facial-recognition": {"recognition": {"modelName": FACE_NAME}}}
     with pytest.raises(InvalidInput) as info:
         pipeline.predict(entries(raw), image=jpeg(64, 64))
-    assert info.value.message == "Task facial-recognition of type recognition depends on output of detection"
+    assert info.value.message.startswith("Task facial-recognition of type recognition depends on output of detection")
     assert info.value.status == 400
 
 

@@ -6,7 +6,7 @@
  * Why our own header: the bridge opens librknnrt.so at run time (dlopen), so building immich_ml
  * needs no Rockchip SDK, and the test double of librknnrt.so compiles against this same file.
  * The layout on 64-bit Linux is pinned by static assertions at the end and re-checked by
- * tests/backends/test_rknn.py against independently derived offsets.
+ * tests/backends/test_rknn_abi.py against independently derived offsets.
  *
  * Plain C (C99) so that both the C++ bridge and the C test double include it.
  */

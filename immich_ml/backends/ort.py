@@ -154,8 +154,7 @@ class OrtSession(SessionMetadata):
         self._inputs = tuple(_spec(i) for i in self._state.session.get_inputs())
         self._outputs = tuple(_spec(o) for o in self._state.session.get_outputs())
 
-    # --- protocol -------------------------------------------------------------------------------
-
+    # --- the Session protocol: bind, run, close --------------------------------------------------
 
     @contextmanager
     def bind(self, shapes: Mapping[str, tuple[int, ...]]) -> Iterator[BoundCall]:

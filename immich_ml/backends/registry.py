@@ -1,7 +1,7 @@
 """Backend selection: which runtime opens a model for a worker's target, with explicit fallback.
 
-The server asks :func:`detect_target_kind` once at start-up which accelerator family its workers
-use; each worker opens models with :func:`open_session` on its slot's :class:`Target` and proves
+Each worker asks :func:`detect_target_kind` once at start-up which accelerator family it uses (the
+only place the family is chosen); it then opens models with :func:`open_session` on its slot's :class:`Target` and proves
 the device works with :func:`self_test`. Every fallback is logged at WARNING and recorded in
 ``Placement.fallback_reason``; with ``MACHINE_LEARNING_DEVICE_STRICT`` it raises instead.
 """

@@ -22,11 +22,11 @@ import numpy.typing as npt
 from immich_ml.backends import registry
 from immich_ml.backends.base import Placement, Session, SessionOptions, Target
 from immich_ml.config import Settings
-from immich_ml.errors import BackendUnavailable, ImmichMLError, ModelLoadError
+from immich_ml.errors import BackendUnavailable, ImmichMLError, InvalidInput, ModelLoadError
 from immich_ml.models.cache import ModelFiles, ModelStore
 from immich_ml.models.catalog import ModelSpec
 from immich_ml.models.timing import Stages
-from immich_ml.schemas import ModelFormat, ModelTask, ModelType
+from immich_ml.schemas import PAYLOAD_MISSING, ModelFormat, ModelTask, ModelType
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,18 @@ class ModelRequest:
     text: str | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
     upstream: Any = None
+
+    def pixels(self) -> npt.NDArray[np.uint8]:
+        """The image; InvalidInput (Immich's message) when the request carried none."""
+        if self.image is None:
+            raise InvalidInput(PAYLOAD_MISSING)
+        return self.image
+
+    def prompt(self) -> str:
+        """The text; InvalidInput (Immich's message) when the request carried none."""
+        if self.text is None:
+            raise InvalidInput(PAYLOAD_MISSING)
+        return self.text
 
 
 class _FileProblem(Exception):

@@ -26,7 +26,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 import immich_ml
 from immich_ml.config import Settings
 from immich_ml.errors import InvalidImage, InvalidInput, InvalidRequest
-from immich_ml.schemas import DEPENDENCIES, Entry, parse_entries
+from immich_ml.schemas import Entry, check_request, parse_entries
 from immich_ml.server import multipart
 from immich_ml.server.errors import json_response, register_error_handlers
 from immich_ml.server.metrics import CONTENT_TYPE, ServiceMetrics
@@ -212,24 +212,16 @@ def _parse_predict_request() -> tuple[tuple[Entry, ...], bytes | memoryview | No
         raise InvalidRequest("Invalid request format: the 'entries' form field is missing.")
     entries = parse_entries(fields.entries)
     g.entries = entries
-    present = {(entry.task, entry.type) for entry in entries}
-    for entry in entries:
-        needed = DEPENDENCIES.get((entry.task, entry.type))
-        if needed is not None and needed not in present:
-            raise InvalidInput(
-                f"Task {entry.task} of type {entry.type} depends on output of {needed[1]}: "
-                f"add entries[{needed[0]!r}][{needed[1]!r}] to the request."
-            )
     if fields.image is not None:
         if not len(fields.image):
             raise InvalidImage("Image has zero width or height: the uploaded 'image' file is empty.")
-        return entries, fields.image, None
-    if fields.image_is_text:
+    elif fields.image_is_text:
         raise InvalidInput(
             "'image' must be sent as a file part (curl: -F image=@photo.jpg), not as a text field."
         )
-    if fields.text is None:
-        raise InvalidInput("Either image or text must be provided")
+    check_request(entries, has_image=fields.image is not None, has_text=fields.text is not None)
+    if fields.image is not None:
+        return entries, fields.image, None
     return entries, None, fields.text
 
 

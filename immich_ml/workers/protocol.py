@@ -28,7 +28,7 @@ Role = Literal["device", "cpu"]
 
 
 class PipelineLike(Protocol):
-    """The part of :class:`immich_ml.pipeline.Pipeline` a worker uses (see BRIEF.md for semantics)."""
+    """The part of :class:`immich_ml.pipeline.Pipeline` a worker uses (semantics: its docstrings)."""
 
     def predict(
         self,
@@ -54,8 +54,8 @@ class PipelineLike(Protocol):
 class WorkerSpec:
     """Everything a worker process needs, fixed when it is spawned.
 
-    ``kind`` is the accelerator family to use (``auto`` = ask the backend registry in the
-    worker). ``settings`` already carries this slot's ``device_id`` and, for CPU slots,
+    ``kind`` is the family the slot was planned for (``MACHINE_LEARNING_DEVICE``, ``auto``
+    included), used in names; the worker asks the backend registry which family it really uses. ``settings`` already carries this slot's ``device_id`` and, for CPU slots,
     ``device="cpu"``. ``cpu_placed`` lists the ``(task, type)`` pairs placed on CPU workers: a
     device worker whose target is not the CPU leaves those out of its preload, a CPU worker
     preloads only those.

@@ -63,17 +63,11 @@ def load_factory(path: str) -> PipelineFactory:
 
 
 def resolve_kind(spec: WorkerSpec) -> str:
-    """The accelerator family, as the backend registry decides it for this slot's settings.
+    """The accelerator family for this slot: the backend registry decides it
+    (:func:`~immich_ml.backends.registry.detect_target_kind`, the one place that does)."""
+    from immich_ml.backends import registry  # loads runtime probing: only in the worker process
 
-    ``detect_target_kind`` picks the best available family for ``auto`` and checks an explicit
-    one (``MACHINE_LEARNING_DEVICE_STRICT`` turns an unavailable one into a start-up failure).
-    Without it, an explicit kind is taken as is and ``auto`` means the CPU.
-    """
-    registry = importlib.import_module("immich_ml.backends.registry")
-    detect = getattr(registry, "detect_target_kind", None)
-    if detect is None:
-        return spec.kind if spec.kind != "auto" else "cpu"
-    return str(detect(spec.settings))
+    return registry.detect_target_kind(spec.settings)
 
 
 def worker_settings(spec: WorkerSpec, kind: str) -> Settings:

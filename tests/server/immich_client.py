@@ -11,7 +11,6 @@ closing ``--boundary--\\r\\n``; request headers lower-case in undici's order.
 from __future__ import annotations
 
 import os
-import random
 import signal
 import socket
 import subprocess
@@ -25,27 +24,10 @@ from typing import Any
 
 import orjson
 
+from immich_ml.bench.immich_wire import undici_boundary, undici_multipart
+
 REPO = Path(__file__).resolve().parents[2]
 WORKERS_TESTS = REPO / "tests" / "workers"
-
-
-def undici_boundary(rng: random.Random | None = None) -> str:
-    digits = str((rng or random.Random()).randrange(10**11)).rjust(11, "0")
-    return f"----formdata-undici-0{digits}"
-
-
-def undici_multipart(fields: Mapping[str, str | bytes], boundary: str) -> bytes:
-    """FormData body: ``str`` values as string parts, ``bytes`` values as a Blob (``blob``)."""
-    out = bytearray()
-    for name, value in fields.items():
-        out += f"--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"".encode()
-        if isinstance(value, bytes):
-            out += b'; filename="blob"\r\nContent-Type: application/octet-stream\r\n\r\n' + value + b"\r\n"
-        else:
-            text = value.replace("\r\n", "\n").replace("\r", "\n").replace("\n", "\r\n")
-            out += b"\r\n\r\n" + text.encode() + b"\r\n"
-    out += f"--{boundary}--\r\n".encode()
-    return bytes(out)
 
 
 def undici_request(host: str, port: int, path: str, fields: Mapping[str, str | bytes], boundary: str) -> bytes:

@@ -31,18 +31,10 @@ def test_kind_comes_from_the_backend_registry(monkeypatch: pytest.MonkeyPatch) -
         seen.append(settings.device)
         return "openvino"
 
-    monkeypatch.setattr(registry, "detect_target_kind", detect, raising=False)
+    monkeypatch.setattr(registry, "detect_target_kind", detect)
     assert worker.resolve_kind(spec()) == "openvino"
     assert worker.resolve_kind(spec(kind="cuda")) == "openvino"
     assert seen == ["auto", "auto"]
-
-
-def test_without_detection_explicit_kinds_stand_and_auto_is_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
-    from immich_ml.backends import registry
-
-    monkeypatch.delattr(registry, "detect_target_kind", raising=False)
-    assert worker.resolve_kind(spec(kind="cuda")) == "cuda"
-    assert worker.resolve_kind(spec()) == "cpu"
 
 
 def test_factory_paths_are_checked() -> None:

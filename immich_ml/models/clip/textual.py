@@ -87,8 +87,7 @@ class OpenClipTextual(InferenceModel):
         return min(4, os.cpu_count() or 1)
 
     def _predict(self, session: Session, request: ModelRequest, stages: Stages) -> str:
-        if request.text is None:
-            raise InvalidInput("Either image or text must be provided")
+        text = request.prompt()
         tokenizer = self._tokenizer
         assert tokenizer is not None
         language = request.options.get("language")
@@ -97,7 +96,7 @@ class OpenClipTextual(InferenceModel):
         context = tokenizer.context_length
         with session.bind({spec.name: (1, context) for spec in self._inputs}) as call:
             with stages("preprocess"):
-                ids, mask = tokenizer.encode(request.text, language)
+                ids, mask = tokenizer.encode(text, language)
                 self._fill(call.inputs, ids, mask)
             with stages("inference"):
                 outputs = call.run()

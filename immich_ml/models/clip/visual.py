@@ -15,7 +15,7 @@ from typing import Any, Literal, cast
 import numpy as np
 
 from immich_ml.backends.base import Session, SessionOptions
-from immich_ml.errors import InvalidInput, ModelLoadError
+from immich_ml.errors import ModelLoadError
 from immich_ml.models.base import InferenceModel, ModelRequest, pixel_buffer
 from immich_ml.models.cache import ModelFiles
 from immich_ml.models.timing import Stages
@@ -125,9 +125,7 @@ class ClipVisual(InferenceModel):
         return decode_min_side(self._pre.size) if self._pre else None
 
     def _predict(self, session: Session, request: ModelRequest, stages: Stages) -> str:
-        image = request.image
-        if image is None:
-            raise InvalidInput("Either image or text must be provided")
+        image = request.pixels()
         pre = self._pre
         assert pre is not None
         with session.bind({self._input: self._shape()}) as call:

@@ -141,9 +141,7 @@ class FaceDetector(InferenceModel):
         return self._size
 
     def _predict(self, session: Session, request: ModelRequest, stages: Stages) -> Detections:
-        image = request.image
-        if image is None:
-            raise InvalidInput("Either image or text must be provided")
+        image = request.pixels()
         min_score = parse_min_score(request.options)
         layout = self._layout
         assert layout is not None

@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from immich_ml.backends.base import Session, SessionOptions
-from immich_ml.errors import InvalidInput, ModelLoadError
+from immich_ml.errors import ModelLoadError
 from immich_ml.models.base import InferenceModel, ModelRequest, pixel_buffer
 from immich_ml.models.cache import ModelFiles
 from immich_ml.models.facial_recognition.metadata import Normalization, read_normalization
@@ -27,7 +27,7 @@ from immich_ml.models.timing import Stages
 from immich_ml.ops.align import align_faces_into
 from immich_ml.ops.detect import Detections
 from immich_ml.ops.embed import serialize_embedding
-from immich_ml.schemas import DetectedFace, ModelTask, ModelType
+from immich_ml.schemas import DetectedFace, ModelTask, ModelType, missing_dependency
 
 CROP = 112
 ARCFACE_NORMALIZATION = Normalization(mean=127.5, std=127.5)
@@ -120,12 +120,10 @@ class FaceRecognizer(InferenceModel):
         return self._sizes
 
     def _predict(self, session: Session, request: ModelRequest, stages: Stages) -> list[DetectedFace]:
-        image = request.image
+        image = request.pixels()
         detections = request.upstream
-        if image is None:
-            raise InvalidInput("Either image or text must be provided")
         if not isinstance(detections, Detections):
-            raise InvalidInput("Task facial-recognition of type recognition depends on output of detection")
+            raise missing_dependency(self.task, self.type)
         count = int(detections.boxes.shape[0])
         if count == 0:
             return []
