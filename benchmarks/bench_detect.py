@@ -1,4 +1,4 @@
-"""SCRFD decode + NMS: the compiled kernel vs the numpy/OpenCV post-processing Immich runs today.
+"""SCRFD decode + NMS: the compiled kernel vs the numpy/OpenCV post-processing Immich runs (v3) and ran.
 
 Run: python benchmarks/bench_detect.py [--runs N]
 
@@ -8,10 +8,11 @@ small random boxes with lower scores. Cases:
   * crowd: min_score is set so that exactly 10,000 candidates pass, then NMS (IoU 0.4).
   * photo: 4 faces at min_score 0.7, a typical request.
 References, written here from what each does:
-  * numpy (insightface's way): decode every anchor vectorised (cached anchor centres), select
-    score >= min_score, concatenate levels, argsort, divide by the scale, then the greedy numpy
-    while-loop NMS with +1 areas.
-  * cv2 (the fork's way): the same numpy decode, then cv2.dnn.NMSBoxes(xywh, scores, 0, 0.4).
+  * numpy (insightface's way, Immich before v3): decode every anchor vectorised (cached anchor
+    centres), select score >= min_score, concatenate levels, argsort, divide by the scale, then the
+    greedy numpy while-loop NMS with +1 areas.
+  * cv2 (Immich v3's way, which decode_scrfd reproduces bit for bit): the same numpy decode, then
+    cv2.dnn.NMSBoxes(xywh, scores, 0, 0.4).
 Each row prints the median of N runs, wall clock and CPU time (OpenCV limited to one thread, like
 everything else here); "x numpy" / "x cv2" are the references' median CPU times divided by the
 row's, measured in the same run (all cases take turns; CPU time is the steadier figure on a shared
@@ -151,7 +152,7 @@ def main() -> None:
         label = f"{case} ({count} -> {len(ours(heads, min_score))})"
         cases += [
             (label, "numpy (insightface)", lambda h=heads, m=min_score: reference_numpy(h, m)),
-            (label, "numpy decode + cv2 NMSBoxes", lambda h=heads, m=min_score: reference_cv2(h, m)),
+            (label, "numpy + cv2 NMSBoxes (v3)", lambda h=heads, m=min_score: reference_cv2(h, m)),
             (label, "immich_ml decode_scrfd", lambda h=heads, m=min_score: ours(h, m)),
         ]
     results = medians_ms([fn for _, _, fn in cases], args.runs)

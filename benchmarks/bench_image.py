@@ -7,9 +7,10 @@ prints the median of N runs, wall clock and CPU time; "x ref" is the reference's
 the row's, measured in the same run (cases take turns). References:
   * CLIP (shortest, bicubic, 224): Immich's PIL path: Image.resize (short side 224) -> crop ->
     np.asarray(float32) / 255 -> (x - mean) / std -> transpose(2, 0, 1)[None].
-  * SCRFD (letterbox, bilinear, 640): PIL resize -> paste onto a black 640x640 canvas ->
-    (x - 127.5) / 128 -> transpose; and, for information, insightface's OpenCV path
-    (cv2.resize, which does not antialias, + cv2.dnn.blobFromImage).
+  * SCRFD (letterbox, 640): Immich v3's OpenCV path: cv2.resize (INTER_LINEAR, no antialiasing)
+    -> top-left of a zero 640x640 canvas -> cv2.dnn.blobFromImage((x - 127.5) / 128); ours writes
+    the same values (resample="opencv_linear"). For comparison: ours with Pillow's antialiased
+    bilinear (the detector's input before v3), and PIL resize + paste + numpy.
 The reference starts from the decoded PIL image (what Immich holds), ours from the decoded array.
 """
 
@@ -23,7 +24,7 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
-from immich_ml.ops.image import decode_image, resize_normalize_into
+from immich_ml.ops.image import Resample, decode_image, resize_normalize_into
 from _timing import medians_ms
 
 MEAN = np.asarray([0.48145466, 0.4578275, 0.40821073], np.float32)
@@ -73,7 +74,7 @@ def letterbox_cv2_reference(img: NDArray[np.uint8]) -> NDArray[np.float32]:
     nw, nh = letterbox_size(*img.shape[:2])
     canvas = np.zeros((640, 640, 3), np.uint8)
     canvas[:nh, :nw] = cv2.resize(img, (nw, nh))
-    blob = cv2.dnn.blobFromImage(canvas, 1.0 / 128, (640, 640), (127.5, 127.5, 127.5), swapRB=True)
+    blob = cv2.dnn.blobFromImage(canvas, 1.0 / 128, (640, 640), (127.5, 127.5, 127.5))
     return np.asarray(blob, dtype=np.float32)
 
 
@@ -98,24 +99,23 @@ def main() -> None:
         return resize_normalize_into(img, clip_out, 0, size=(224, 224), mode="shortest", resample="bicubic",
                                      mean=MEAN_T, std=STD_T)
 
-    def ours_det() -> object:
-        return resize_normalize_into(img, det_out, 0, size=(640, 640), mode="letterbox", resample="bilinear",
-                                     mean=(127.5,) * 3, std=(128.0,) * 3, scale=1.0)
+    def ours_det(resample: Resample) -> Callable[[], object]:
+        return lambda: resize_normalize_into(img, det_out, 0, size=(640, 640), mode="letterbox", resample=resample,
+                                             mean=(127.5,) * 3, std=(128.0,) * 3, scale=1.0)
 
     section(("CLIP 224 reference: PIL resize+crop, numpy normalize", lambda: clip_reference(pil)), [
         ("CLIP 224 ours float32 NCHW", ours_clip),
         ("CLIP 224 ours uint8 NHWC",
          lambda: resize_normalize_into(img, clip_u8, 0, size=(224, 224), mode="shortest")),
     ])
-    det_cases: list[tuple[str, Callable[[], object]]] = []
-    try:
-        import cv2  # noqa: F401 - only to know whether the insightface row can run
+    import cv2
 
-        det_cases.append(("SCRFD 640 insightface: cv2.resize + blobFromImage (no antialias)", lambda: letterbox_cv2_reference(img)))
-    except ImportError:
-        pass
-    det_cases.append(("SCRFD 640 ours float32 NCHW", ours_det))
-    section(("SCRFD 640 reference: PIL resize+paste, numpy normalize", lambda: letterbox_pil_reference(pil)), det_cases)
+    cv2.setNumThreads(1)
+    section(("SCRFD 640 reference: Immich v3, cv2.resize + blobFromImage", lambda: letterbox_cv2_reference(img)), [
+        ("SCRFD 640 ours opencv_linear float32 NCHW (= v3)", ours_det("opencv_linear")),
+        ("SCRFD 640 ours Pillow bilinear float32 NCHW (before)", ours_det("bilinear")),
+        ("SCRFD 640 PIL resize+paste, numpy normalize", lambda: letterbox_pil_reference(pil)),
+    ])
 
     big = photo(3000, 4000)
     big_pil = Image.fromarray(big)

@@ -59,7 +59,6 @@ def decode_scrfd(
     float min_score,
     float scale,
     float iou_threshold,
-    bint inclusive_area,
     float[::1] out_boxes,
     float[::1] out_scores,
     float[::1] out_keypoints,
@@ -74,7 +73,7 @@ def decode_scrfd(
     with nogil:
         written = detect.decode_scrfd(
             levels.data(), <int>levels.size(), anchors_per_cell, min_score, scale, iou_threshold,
-            inclusive_area, &out_boxes[0], &out_scores[0], &out_keypoints[0],
+            &out_boxes[0], &out_scores[0], &out_keypoints[0],
             out_scores.shape[0], &workspace[0])
     return written
 

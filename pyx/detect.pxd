@@ -1,6 +1,5 @@
 # Declarations of csrc/include/immich/detect.h for the _detect wrapper.
 from libc.stdint cimport int32_t, int64_t
-from libcpp cimport bool
 
 
 cdef extern from "immich/detect.h" namespace "immich::detect" nogil:
@@ -16,6 +15,6 @@ cdef extern from "immich/detect.h" namespace "immich::detect" nogil:
                              float min_score) noexcept
     size_t decode_workspace_bytes(int64_t capacity) noexcept
     int64_t decode_scrfd(const ScrfdLevel* levels, int32_t level_count, int32_t anchors_per_cell,
-                         float min_score, float scale, float iou_threshold, bool inclusive_area,
+                         float min_score, float scale, float iou_threshold,
                          float* out_boxes, float* out_scores, float* out_keypoints,
                          int64_t capacity, unsigned char* workspace) noexcept

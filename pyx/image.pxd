@@ -7,6 +7,7 @@ cdef extern from "immich/image.h" namespace "immich::image" nogil:
         kBilinear
         kBicubic
         kLanczos
+        kOpenCvLinear
 
     cdef enum Mode:
         kShortest

@@ -1,13 +1,15 @@
 // SCRFD decode + greedy NMS. See immich/detect.h for the contract.
 #include "immich/detect.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <utility>
 
-// Bit-identical results with the float32 numpy reference need every product rounded on its own:
-// fusing `centre - distance * stride` or `(a + b) - w * h` into one FMA (what GCC does by default
-// on targets with FMA, e.g. aarch64) would change the last bit and, at the threshold, the NMS.
+// Bit-identical results with the numpy / OpenCV references need every product rounded on its own:
+// fusing `centre - distance * stride` or `w * h` into a later addition as one FMA (what GCC does by
+// default on targets with FMA, e.g. aarch64) would change the last bit and, at the threshold, the NMS.
 #if defined(__clang__)
 #pragma clang fp contract(off)
 #elif defined(__GNUC__)
@@ -110,40 +112,107 @@ const uint32_t* sort_descending(const float* scores, int64_t count, uint32_t* sc
   return order;
 }
 
+// ---- NMS as OpenCV's cv::dnn::NMSBoxes over Rect2d ----------------------------------------------
+//
+// A box is the Rect2d (x1, y1, float32(x2 - x1), float32(y2 - y1)) (what Immich v3 hands NMSBoxes).
+// Overlap = 1.f - float(jaccardDistance(a, b)) with the distance in double: 0 when both areas sum to
+// at most DBL_EPSILON, else 1 - inter / (area_a + area_b - inter), the intersection being empty
+// when either rectangle is (width or height <= 0). A candidate survives when its overlap with every
+// kept box is <= the float threshold (so NaN suppresses).
+
 // Kept boxes in structure-of-arrays form: the inner NMS loop streams these, not the candidates.
 struct KeptBoxes {
-  float* x1;
-  float* y1;
-  float* x2;
-  float* y2;
-  float* area;
+  double* x;
+  double* y;
+  double* w;
+  double* h;
+  double* area;
 };
 
 KeptBoxes take_kept(Arena& arena, int64_t count) {
-  return KeptBoxes{arena.take<float>(count), arena.take<float>(count), arena.take<float>(count),
-                   arena.take<float>(count), arena.take<float>(count)};
+  return KeptBoxes{arena.take<double>(count), arena.take<double>(count), arena.take<double>(count),
+                   arena.take<double>(count), arena.take<double>(count)};
 }
 
-// IoU test of one kept box against the candidate, in insightface's float32 operation order.
-// Returns true when the candidate must be suppressed (IoU not <= threshold, NaN included).
-inline bool overlaps(const KeptBoxes& kept, int64_t k, float x1, float y1, float x2, float y2,
-                     float area, float offset, float threshold) {
-  const float xx1 = kept.x1[k] > x1 ? kept.x1[k] : x1;
-  const float yy1 = kept.y1[k] > y1 ? kept.y1[k] : y1;
-  const float xx2 = kept.x2[k] < x2 ? kept.x2[k] : x2;
-  const float yy2 = kept.y2[k] < y2 ? kept.y2[k] : y2;
-  const float w_raw = (xx2 - xx1) + offset;
-  const float h_raw = (yy2 - yy1) + offset;
-  const float w = w_raw > 0.0f ? w_raw : 0.0f;
-  const float h = h_raw > 0.0f ? h_raw : 0.0f;
-  const float inter = w * h;
-  const float overlap = inter / ((kept.area[k] + area) - inter);
+struct Rect {
+  double x, y, w, h, area;
+};
+
+Rect rect_of(const float* b) {
+  const double w = static_cast<double>(b[2] - b[0]);
+  const double h = static_cast<double>(b[3] - b[1]);
+  return Rect{b[0], b[1], w, h, w * h};
+}
+
+// OpenCV's `Rect_<double>::operator&` area: empty operands give 0; otherwise the overlap of the
+// two extents, clamped to the narrower rectangle, 0 when not positive.
+inline double intersection(double ax, double ay, double aw, double ah, const Rect& b) {
+  if (aw <= 0.0 || ah <= 0.0 || b.w <= 0.0 || b.h <= 0.0) return 0.0;
+  const bool a_left = ax < b.x, a_top = ay < b.y;
+  const double lx = a_left ? ax : b.x, lw = a_left ? aw : b.w;
+  const double rx = a_left ? b.x : ax, rw = a_left ? b.w : aw;
+  const double ty = a_top ? ay : b.y, th = a_top ? ah : b.h;
+  const double by = a_top ? b.y : ay, bh = a_top ? b.h : ah;
+  if ((lx < 0.0 && lx + lw < rx) || (ty < 0.0 && ty + th < by)) return 0.0;
+  const double iw = std::min(lw - (rx - lx), rw);
+  const double ih = std::min(th - (by - ty), bh);
+  if (iw <= 0.0 || ih <= 0.0) return 0.0;
+  return iw * ih;
+}
+
+// True when kept box k suppresses the candidate.
+inline bool overlaps(const KeptBoxes& kept, int64_t k, const Rect& c, float threshold) {
+  const double sum = kept.area[k] + c.area;
+  double distance = 0.0;
+  if (!(sum <= std::numeric_limits<double>::epsilon())) {
+    const double inter = intersection(kept.x[k], kept.y[k], kept.w[k], kept.h[k], c);
+    distance = 1.0 - inter / (sum - inter);
+  }
+  const float overlap = 1.0f - static_cast<float>(distance);
   return !(overlap <= threshold);
 }
 
+// True when the candidate overlaps none of the first `kept_count` kept boxes by more than the
+// threshold. Most candidates of a crowd are far from most kept boxes: a cheap extent test (in
+// exact double arithmetic, so it never disagrees with `intersection`) skips those before the
+// division; a pair whose areas are both ~0 still goes through `overlaps`.
+inline bool survives(const KeptBoxes& kept, int64_t kept_count, const Rect& c, float threshold) {
+  const double cx2 = c.x + c.w, cy2 = c.y + c.h;
+  const bool apart_keeps = 0.0f <= threshold;  // an overlap of 0 passes the threshold
+  for (int64_t k = 0; k < kept_count; ++k) {
+    const bool apart = kept.x[k] + kept.w[k] <= c.x || cx2 <= kept.x[k] ||
+                       kept.y[k] + kept.h[k] <= c.y || cy2 <= kept.y[k];
+    if (apart && apart_keeps && kept.area[k] + c.area > std::numeric_limits<double>::epsilon()) {
+      continue;  // intersection 0 -> distance 1 -> overlap 0 <= any threshold >= 0
+    }
+    if (overlaps(kept, k, c, threshold)) return false;
+  }
+  return true;
+}
+
+// Greedy NMS over boxes (AoS, 4 floats each) visited in `order` (descending score); candidates
+// with a score <= 0 are never kept (NMSBoxes' score threshold 0). Writes kept box indices.
+int64_t greedy(const float* boxes, const float* scores, const uint32_t* order, int64_t count,
+               float threshold, const KeptBoxes& kept, uint32_t* kept_index) {
+  int64_t kept_count = 0;
+  for (int64_t p = 0; p < count; ++p) {
+    const uint32_t j = order[p];
+    if (!(scores[j] > 0.0f)) break;
+    const Rect c = rect_of(boxes + 4 * static_cast<int64_t>(j));
+    if (!survives(kept, kept_count, c, threshold)) continue;
+    kept.x[kept_count] = c.x;
+    kept.y[kept_count] = c.y;
+    kept.w[kept_count] = c.w;
+    kept.h[kept_count] = c.h;
+    kept.area[kept_count] = c.area;
+    kept_index[kept_count] = j;
+    ++kept_count;
+  }
+  return kept_count;
+}
+
 #if defined(__GNUC__)
-// Four kept boxes at a time with GCC/Clang vector extensions (SSE2 on x86-64, NEON on arm64);
-// lane for lane the same float32 operations, in the same order, as `overlaps`.
+// Blocks of scores with GCC/Clang vector extensions (SSE2 on x86-64, NEON on arm64).
 typedef float Float4 __attribute__((vector_size(16)));
 typedef int32_t Int4 __attribute__((vector_size(16)));
 
@@ -152,70 +221,7 @@ inline Float4 load4(const float* p) {
   std::memcpy(&v, p, sizeof(v));
   return v;
 }
-
-// Nonzero lanes mark kept boxes k..k+3 that suppress the candidate.
-inline Int4 overlaps4(const KeptBoxes& kept, int64_t k, Float4 x1, Float4 y1, Float4 x2,
-                      Float4 y2, Float4 area, Float4 offset, Float4 threshold) {
-  const Float4 zero = {0.0f, 0.0f, 0.0f, 0.0f};
-  const Float4 kx1 = load4(kept.x1 + k), ky1 = load4(kept.y1 + k);
-  const Float4 kx2 = load4(kept.x2 + k), ky2 = load4(kept.y2 + k);
-  const Float4 xx1 = kx1 > x1 ? kx1 : x1;
-  const Float4 yy1 = ky1 > y1 ? ky1 : y1;
-  const Float4 xx2 = kx2 < x2 ? kx2 : x2;
-  const Float4 yy2 = ky2 < y2 ? ky2 : y2;
-  const Float4 w_raw = (xx2 - xx1) + offset;
-  const Float4 h_raw = (yy2 - yy1) + offset;
-  const Float4 w = w_raw > zero ? w_raw : zero;
-  const Float4 h = h_raw > zero ? h_raw : zero;
-  const Float4 inter = w * h;
-  const Float4 overlap = inter / ((load4(kept.area + k) + area) - inter);
-  return ~(overlap <= threshold);
-}
 #endif
-
-// True when the candidate overlaps none of the first `kept_count` kept boxes by more than the
-// threshold.
-inline bool survives(const KeptBoxes& kept, int64_t kept_count, float x1, float y1, float x2,
-                     float y2, float area, float offset, float threshold) {
-  int64_t k = 0;
-#if defined(__GNUC__)
-  const Float4 vx1 = {x1, x1, x1, x1}, vy1 = {y1, y1, y1, y1};
-  const Float4 vx2 = {x2, x2, x2, x2}, vy2 = {y2, y2, y2, y2};
-  const Float4 varea = {area, area, area, area}, voffset = {offset, offset, offset, offset};
-  const Float4 vthreshold = {threshold, threshold, threshold, threshold};
-  // Two vectors per step, branching once: overlaps are rare, so early exit per lane costs more.
-  for (; k + 8 <= kept_count; k += 8) {
-    const Int4 hit = overlaps4(kept, k, vx1, vy1, vx2, vy2, varea, voffset, vthreshold) |
-                     overlaps4(kept, k + 4, vx1, vy1, vx2, vy2, varea, voffset, vthreshold);
-    if ((hit[0] | hit[1]) | (hit[2] | hit[3])) return false;
-  }
-#endif
-  for (; k < kept_count; ++k) {
-    if (overlaps(kept, k, x1, y1, x2, y2, area, offset, threshold)) return false;
-  }
-  return true;
-}
-
-// Greedy NMS over boxes (AoS, 4 floats each) visited in `order`; writes kept box indices.
-int64_t greedy(const float* boxes, const uint32_t* order, int64_t count, float threshold,
-               bool inclusive_area, const KeptBoxes& kept, uint32_t* kept_index) {
-  const float offset = inclusive_area ? 1.0f : 0.0f;
-  int64_t kept_count = 0;
-  for (int64_t p = 0; p < count; ++p) {
-    const uint32_t j = order[p];
-    const float* b = boxes + 4 * static_cast<int64_t>(j);
-    const float area = ((b[2] - b[0]) + offset) * ((b[3] - b[1]) + offset);
-    if (!survives(kept, kept_count, b[0], b[1], b[2], b[3], area, offset, threshold)) continue;
-    kept.x1[kept_count] = b[0];
-    kept.y1[kept_count] = b[1];
-    kept.x2[kept_count] = b[2];
-    kept.y2[kept_count] = b[3];
-    kept.area[kept_count] = area;
-    kept_index[kept_count] = j;
-    ++kept_count;
-  }
-  return kept_count;
-}
 
 // Calls visit(anchor) for every anchor whose score is >= min_score, in order. Candidates are
 // typically about 1% of the anchors, so blocks of 8 scores are ruled out with one vector compare.
@@ -290,15 +296,15 @@ int64_t count_candidates(const ScrfdLevel* levels, int32_t level_count, float mi
 
 size_t decode_workspace_bytes(int64_t capacity) noexcept {
   const size_t n = static_cast<size_t>(capacity < 0 ? 0 : capacity);
-  // candidates (4 + 1 + 10 floats), sort scratch, kept SoA (5 floats) and kept indices.
+  // candidates (4 + 1 + 10 floats), sort scratch, kept SoA (5 doubles) and kept indices.
   return round_up(4 * n * sizeof(float)) + round_up(n * sizeof(float)) +
          round_up(10 * n * sizeof(float)) + sort_workspace_bytes(capacity) +
-         5 * round_up(n * sizeof(float)) + round_up(n * sizeof(uint32_t)) + kAlign;
+         5 * round_up(n * sizeof(double)) + round_up(n * sizeof(uint32_t)) + kAlign;
 }
 
 int64_t decode_scrfd(const ScrfdLevel* levels, int32_t level_count, int32_t anchors_per_cell,
-                     float min_score, float scale, float iou_threshold, bool inclusive_area,
-                     float* out_boxes, float* out_scores, float* out_keypoints, int64_t capacity,
+                     float min_score, float scale, float iou_threshold, float* out_boxes,
+                     float* out_scores, float* out_keypoints, int64_t capacity,
                      unsigned char* workspace) noexcept {
   if (capacity <= 0 || anchors_per_cell <= 0) return 0;
   Arena arena(workspace);
@@ -316,7 +322,7 @@ int64_t decode_scrfd(const ScrfdLevel* levels, int32_t level_count, int32_t anch
   }
   const uint32_t* order = sort_descending(scores, n, sort_scratch);
   const int64_t kept_count =
-      greedy(boxes, order, n, iou_threshold, inclusive_area, kept, kept_index);
+      greedy(boxes, scores, order, n, iou_threshold, kept, kept_index);
   for (int64_t r = 0; r < kept_count; ++r) {
     const int64_t j = kept_index[r];
     std::memcpy(out_boxes + 4 * r, boxes + 4 * j, 4 * sizeof(float));

@@ -78,6 +78,23 @@ void planar_row_avx2(const uint8_t* rgb, int64_t n, const float* gain, const flo
                      float* g, float* b);
 #endif
 
+// Where a resample driver writes its output: row y of the region (width RGB pixels), or the
+// padding of row y from pixel from_x on. The float32 CHW and uint8 HWC outputs implement it.
+class RowSink {
+ public:
+  virtual void row(int64_t y, const uint8_t* rgb, int64_t width) const noexcept = 0;
+  virtual void fill(int64_t y, int64_t from_x) const noexcept = 0;
+
+ protected:
+  ~RowSink() = default;
+};
+
+// OpenCV's INTER_LINEAR resize (kOpenCvLinear; image_opencv_linear.cpp) of the geometry's region
+// into rows 0 .. out_h - 1 of `sink` (rows past the region are padding). Arguments are checked by
+// the caller.
+Status resize_opencv_linear(const Source& src, const Geometry& g, const RowSink& sink,
+                            int64_t out_h) noexcept;
+
 // The fastest implementations this CPU runs.
 HorizontalKernel pick_horizontal() noexcept;
 VerticalRowFn pick_vertical() noexcept;

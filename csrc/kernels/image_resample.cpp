@@ -18,7 +18,7 @@ using detail::AxisWeights;
 // Writes rows of normalised float32 into 3 planes; pixels right of / below the region get the
 // normalised value of a zero pixel. (p * scale - mean) / std is applied as p * gain + bias with
 // gain = scale / std and bias = -mean / std, like Immich's own normalisation.
-class ChwSink {
+class ChwSink final : public detail::RowSink {
  public:
   ChwSink(const Normalization& norm, float* out, int64_t out_h, int64_t out_w)
       : out_(out), plane_(out_h * out_w), out_w_(out_w), convert_(detail::pick_planar()) {
@@ -28,12 +28,12 @@ class ChwSink {
       bias_[c] = static_cast<float>(-static_cast<double>(norm.mean[c]) / std_c);
     }
   }
-  void row(int64_t y, const uint8_t* rgb, int64_t width) const noexcept {
+  void row(int64_t y, const uint8_t* rgb, int64_t width) const noexcept override {
     float* r = out_ + y * out_w_;
     convert_(rgb, width, gain_, bias_, r, r + plane_, r + 2 * plane_);
     fill(y, width);
   }
-  void fill(int64_t y, int64_t from_x) const noexcept {
+  void fill(int64_t y, int64_t from_x) const noexcept override {
     float* r = out_ + y * out_w_;
     for (int c = 0; c < 3; ++c) std::fill(r + c * plane_ + from_x, r + c * plane_ + out_w_, bias_[c]);
   }
@@ -47,14 +47,14 @@ class ChwSink {
   float bias_[3];
 };
 
-class HwcSink {
+class HwcSink final : public detail::RowSink {
  public:
   HwcSink(uint8_t* out, int64_t out_w) : out_(out), out_w_(out_w) {}
-  void row(int64_t y, const uint8_t* rgb, int64_t width) const noexcept {
+  void row(int64_t y, const uint8_t* rgb, int64_t width) const noexcept override {
     std::memcpy(out_ + y * out_w_ * 3, rgb, static_cast<size_t>(width * 3));
     fill(y, width);
   }
-  void fill(int64_t y, int64_t from_x) const noexcept {
+  void fill(int64_t y, int64_t from_x) const noexcept override {
     uint8_t* r = out_ + y * out_w_ * 3;
     std::memset(r + from_x * 3, 0, static_cast<size_t>((out_w_ - from_x) * 3));
   }
@@ -112,9 +112,10 @@ template <class Sink>
 Status run(const Source& src, const Geometry& g, Filter filter, const Sink& sink, int64_t out_h,
            int64_t out_w) noexcept {
   if (!valid_source(src) || out_h <= 0 || out_w <= 0 || !valid_geometry(src, g, out_h, out_w) ||
-      filter < kBilinear || filter > kLanczos) {
+      filter < kBilinear || filter > kOpenCvLinear) {
     return kInvalidArgument;
   }
+  if (filter == kOpenCvLinear) return detail::resize_opencv_linear(src, g, sink, out_h);
   // Like Pillow, an axis whose size does not change is not resampled at all.
   const bool need_h = g.resized_w != src.width;
   const bool need_v = g.resized_h != src.height;

@@ -15,7 +15,6 @@ def decode_scrfd(
     min_score: float,
     scale: float,
     iou_threshold: float,
-    inclusive_area: bool,
     out_boxes: NDArray[np.float32],
     out_scores: NDArray[np.float32],
     out_keypoints: NDArray[np.float32],

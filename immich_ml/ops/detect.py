@@ -2,9 +2,10 @@
 
 Façade over ``immich_ml._core._detect`` (csrc/kernels/detect.cpp): validates the model outputs and
 parameters (raising :class:`~immich_ml.errors.InvalidInput`), allocates every buffer, and calls the
-compiled kernel, which runs without the GIL. The arithmetic reproduces insightface's SCRFD
-post-processing (the one Immich uses) in float32, step for step, so boxes, landmarks and NMS
-decisions match it bit for bit; only the order of equal scores is defined here (stable).
+compiled kernel, which runs without the GIL. The arithmetic reproduces Immich v3's SCRFD
+post-processing step for step (float32 decode, division by the letterbox scale, then OpenCV's
+``cv2.dnn.NMSBoxes``), so boxes, landmarks and NMS decisions match it bit for bit; equal scores keep
+stride, then anchor order (NMSBoxes' stable sort).
 """
 
 from __future__ import annotations
@@ -91,7 +92,6 @@ def decode_scrfd(
     strides: Sequence[int] = (8, 16, 32),
     anchors_per_cell: int = 2,
     iou_threshold: float = 0.4,
-    inclusive_area: bool = True,
 ) -> Detections:
     """Decodes SCRFD's per-stride heads into faces in source-image pixels.
 
@@ -106,10 +106,11 @@ def decode_scrfd(
     min_score: anchors with score >= min_score are candidates.
     scale: model-input pixels per source pixel (letterbox ``ResizeInfo.scale``); boxes and landmarks
         are divided by it.
-    iou_threshold: a candidate is suppressed when its IoU with a kept, higher-scoring face is
-        greater than this (IoU exactly equal is kept, as in insightface).
-    inclusive_area: True: areas count pixels (x2 - x1 + 1), insightface's convention; False:
-        geometric areas (x2 - x1).
+    iou_threshold: a candidate is suppressed when its overlap with a kept, higher-scoring face is
+        greater than this, overlap as ``cv2.dnn.NMSBoxes`` computes it for boxes
+        (x1, y1, x2 - x1, y2 - y1): geometric areas, equal to the threshold is kept, two boxes of
+        zero area overlap fully. Candidates scoring <= 0 are dropped (NMSBoxes' score threshold 0,
+        as Immich v3 calls it).
 
     Candidates whose box or landmarks are not finite are dropped. Ties in score keep stride order,
     then anchor order. Raises InvalidInput for malformed heads or parameters.
@@ -160,7 +161,7 @@ def decode_scrfd(
         workspace = np.empty(_detect.decode_workspace_bytes(candidates), dtype=np.uint8)
         found = _detect.decode_scrfd(
             flat_scores, flat_boxes, flat_keypoints, grid_widths, level_strides, anchors,
-            min_score, scale, iou_threshold, bool(inclusive_area),
+            min_score, scale, iou_threshold,
             out_boxes.reshape(-1), out_scores, out_landmarks.reshape(-1), workspace,
         )  # fmt: skip
     else:

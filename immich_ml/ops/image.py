@@ -3,7 +3,8 @@
 ``decode_image`` turns request bytes into an RGB pixel array the way Immich does (Pillow open, load,
 convert to RGB; no EXIF rotation). ``resize_normalize_into`` resizes, crops or letterboxes that
 array and normalises it straight into one slot of a model's input batch, in one compiled pass that
-matches Pillow's ``Image.resize`` (bilinear/bicubic/lanczos, antialiased) to the bit in practice.
+matches Pillow's ``Image.resize`` (bilinear/bicubic/lanczos, antialiased) to the bit in practice, or
+OpenCV's ``cv2.resize(..., interpolation=cv2.INTER_LINEAR)`` (``opencv_linear``: no antialiasing).
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ from immich_ml import errors
 from immich_ml._core import _image
 
 Mode = Literal["shortest", "squash", "letterbox"]
-Resample = Literal["bilinear", "bicubic", "lanczos"]
+Resample = Literal["bilinear", "bicubic", "lanczos", "opencv_linear"]
 
 _MODES: dict[str, int] = {"shortest": 0, "squash": 1, "letterbox": 2}
-_FILTERS: dict[str, int] = {"bilinear": 0, "bicubic": 1, "lanczos": 2}
+_FILTERS: dict[str, int] = {"bilinear": 0, "bicubic": 1, "lanczos": 2, "opencv_linear": 3}
 _STATUS_OK, _STATUS_INVALID, _STATUS_NO_MEMORY = 0, 1, 2
 
 
@@ -31,7 +32,7 @@ _STATUS_OK, _STATUS_INVALID, _STATUS_NO_MEMORY = 0, 1, 2
 class ResizeInfo:
     """How the source image maps onto the model input.
 
-    scale: resized height / source height (for letterbox this is insightface's ``det_scale``:
+    scale: resized height / source height (for letterbox this is the detector's ``det_scale`` (insightface, Immich v3):
         divide model-input coordinates by it to get source pixels).
     resized_width, resized_height: size in pixels of the whole resized image, before any centre
         crop (shortest) and without the zero padding (letterbox).
@@ -116,9 +117,10 @@ def resize_normalize_into(
         centre crop, as Immich's CLIP preprocessing; "squash": stretch to (H, W); "letterbox":
         keep aspect so the image fits (insightface's rounding), top-left, the rest zero pixels
         (i.e. the normalised value of a 0 pixel).
-    resample: Pillow filter; results match ``PIL.Image.resize`` bit for bit (Pillow >= 13; older
-        Pillow always resamples horizontally first, which differs by a level or two in a few
-        pixels of images more than twice as tall as wide).
+    resample: a Pillow filter, whose results match ``PIL.Image.resize`` bit for bit (Pillow >= 13;
+        older Pillow always resamples horizontally first, which differs by a level or two in a few
+        pixels of images more than twice as tall as wide); or ``"opencv_linear"``, OpenCV's default
+        ``cv2.resize`` (2 taps per axis, no antialiasing), bit for bit with OpenCV 5.
     Raises errors.InvalidInput on a wrong dtype, shape, layout, size or parameter.
     """
     src_h, src_w = _check_image(image)

@@ -1,11 +1,12 @@
-"""immich_ml.ops.detect against a plain-numpy SCRFD decode + greedy NMS written here the way
-insightface does it (anchor grid from np.mgrid, float32 arithmetic, insightface's while-loop NMS
-keeping ``ovr <= thresh``)."""
+"""immich_ml.ops.detect against Immich v3's SCRFD post-processing rebuilt here independently: a
+plain-numpy decode (anchor grid from np.mgrid, float32 arithmetic, division by the scale) and
+OpenCV's own ``cv2.dnn.NMSBoxes`` on (x, y, w, h) boxes, as v3 calls it."""
 
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
+import cv2
 import numpy as np
 import pytest
 
@@ -19,30 +20,17 @@ F32 = np.float32
 # --- independent reference ------------------------------------------------------------------------
 
 
-def reference_nms(boxes: np.ndarray, scores: np.ndarray, thresh: float, inclusive: bool) -> list[int]:
-    off = F32(1) if inclusive else F32(0)
-    x1, y1, x2, y2 = (boxes[:, i] for i in range(4))
-    areas = ((x2 - x1) + off) * ((y2 - y1) + off)
-    order = np.argsort(-scores, kind="stable")
-    keep = []
-    while order.size > 0:
-        i = order[0]
-        keep.append(int(i))
-        rest = order[1:]
-        xx1 = np.maximum(x1[i], x1[rest])
-        yy1 = np.maximum(y1[i], y1[rest])
-        xx2 = np.minimum(x2[i], x2[rest])
-        yy2 = np.minimum(y2[i], y2[rest])
-        w = np.maximum(F32(0), (xx2 - xx1) + off)
-        h = np.maximum(F32(0), (yy2 - yy1) + off)
-        inter = w * h
-        ovr = inter / ((areas[i] + areas[rest]) - inter)
-        order = rest[ovr <= F32(thresh)]
-    return keep
+def reference_nms(boxes: np.ndarray, scores: np.ndarray, thresh: float) -> list[int]:
+    """OpenCV's NMSBoxes, called the way Immich v3 calls it: (x, y, w, h) from float32 boxes, score
+    threshold 0."""
+    if len(boxes) == 0:
+        return []
+    xywh = np.column_stack([boxes[:, 0], boxes[:, 1], boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]])
+    keep = cv2.dnn.NMSBoxes(xywh.tolist(), scores.tolist(), 0.0, thresh)
+    return np.asarray(keep, dtype=np.intp).reshape(-1).tolist()
 
 
-def reference_decode(scores, boxes, kps, size, min_score, scale, thresh=0.4, inclusive=True,
-                     strides=STRIDES, anchors=2):  # fmt: skip
+def reference_decode(scores, boxes, kps, size, min_score, scale, thresh=0.4, strides=STRIDES, anchors=2):
     height, width = size
     all_scores, all_boxes, all_kps = [], [], []
     for level, stride in enumerate(strides):
@@ -66,7 +54,7 @@ def reference_decode(scores, boxes, kps, size, min_score, scale, thresh=0.4, inc
     kp = np.concatenate(all_kps).astype(F32)
     finite = np.isfinite(sc) & np.isfinite(bx).all(1) & np.isfinite(kp).all(1)
     sc, bx, kp = sc[finite], bx[finite], kp[finite]
-    keep = reference_nms(bx, sc, thresh, inclusive)
+    keep = reference_nms(bx, sc, thresh)
     return bx[keep], sc[keep], kp[keep].reshape(-1, 5, 2)
 
 
@@ -99,17 +87,15 @@ def assert_same(found: Detections, expected: tuple[np.ndarray, ...]) -> None:
 # --- decode_scrfd ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("inclusive", [True, False])
 @pytest.mark.parametrize(
     ("seed", "min_score", "scale", "size"),
-    [(0, 0.5, 1.0, (640, 640)), (1, 0.9, 0.37, (640, 640)), (2, 0.97, 2.5, (320, 480))],
+    [(0, 0.5, 1.0, (640, 640)), (1, 0.9, 0.37, (640, 640)), (2, 0.97, 2.5, (320, 480)), (3, 0.0, 1.0, (320, 320))],
 )
-def test_random_heads_match_reference(seed, min_score, scale, size, inclusive) -> None:
+def test_random_heads_match_reference(seed, min_score, scale, size) -> None:
     rng = np.random.default_rng(seed)
     heads = random_heads(rng, size)
-    found = decode_scrfd(*heads, input_size=size, min_score=min_score, scale=scale,
-                         inclusive_area=inclusive)  # fmt: skip
-    expected = reference_decode(*heads, size, min_score, scale, inclusive=inclusive)
+    found = decode_scrfd(*heads, input_size=size, min_score=min_score, scale=scale)
+    expected = reference_decode(*heads, size, min_score, scale)
     assert len(found) > 1
     assert_same(found, expected)
     assert np.all(np.diff(found.scores) <= 0)
@@ -181,24 +167,16 @@ def _two_anchor_heads(second_box_right: float) -> tuple[list, list, list]:
     return scores, boxes, kps
 
 
-def test_iou_exactly_at_threshold_is_kept_and_area_convention_matters() -> None:
-    # Exclusive areas: inter 8*20 = 160, union 400, IoU = 160/400 == float32(0.4) exactly: kept.
-    # Inclusive areas: 9*21 / 21*21 = 0.43 > 0.4: suppressed.
+def test_overlap_exactly_at_threshold_is_kept() -> None:
+    # Geometric areas: inter 8*20 = 160, union 400. OpenCV's overlap is 1.f - float(1 - 0.4) =
+    # 0.39999998 (float32): kept at 0.4 and at exactly that value, suppressed one step below it.
+    # (insightface's pixel-count areas gave 9*21 / 21*21 = 0.43 and suppressed it at 0.4.)
     heads = _two_anchor_heads(38.0)
-    area = [F32(8) * F32(20), F32(20) * F32(20)]
-    assert area[0] / ((area[1] + area[0]) - area[0]) == F32(0.4)
-    exclusive = decode_scrfd(*heads, input_size=(640, 640), min_score=0.5, scale=1.0,
-                             inclusive_area=False)  # fmt: skip
-    inclusive = decode_scrfd(*heads, input_size=(640, 640), min_score=0.5, scale=1.0)
-    np.testing.assert_array_equal(exclusive.boxes, [[30, 30, 50, 50], [30, 30, 38, 50]])
-    np.testing.assert_array_equal(inclusive.boxes, [[30, 30, 50, 50]])
-    # Just under the IoU, the exclusive pair is suppressed too.
-    below = float(np.nextafter(F32(0.4), F32(0)))
-    tighter = decode_scrfd(*heads, input_size=(640, 640), min_score=0.5, scale=1.0,
-                           iou_threshold=below, inclusive_area=False)  # fmt: skip
-    assert len(tighter) == 1
-    for found, inc in ((exclusive, False), (inclusive, True)):
-        assert_same(found, reference_decode(*heads, (640, 640), 0.5, 1.0, inclusive=inc))
+    overlap = F32(1) - F32(1.0 - 160 / 400)
+    for threshold, kept in ((0.4, 2), (float(overlap), 2), (float(np.nextafter(overlap, F32(0))), 1)):
+        found = decode_scrfd(*heads, input_size=(640, 640), min_score=0.5, scale=1.0, iou_threshold=threshold)
+        assert len(found) == kept
+        assert_same(found, reference_decode(*heads, (640, 640), 0.5, 1.0, thresh=threshold))
 
 
 def test_non_finite_candidates_are_dropped() -> None:
@@ -272,46 +250,66 @@ def test_missing_keypoints_raise_invalid_input() -> None:
         decode_scrfd(scores, boxes, None, input_size=(640, 640), min_score=0.5, scale=1.0)
 
 
-# --- NMS edge cases, through decode_scrfd -------------------------------------------------------
+# --- NMS edge cases, through decode_scrfd, against cv2.dnn.NMSBoxes -------------------------------
 
 
-def boxes_as_heads(boxes: np.ndarray, scores: np.ndarray, size=(64, 64)):
-    """SCRFD heads (strides 8, 16, 32; 2 anchors per cell) whose decode gives exactly `boxes` (at
-    scale 1, all on stride 8's first cell, centre (0, 0); coordinates must be multiples of 1/8)."""
+def boxes_as_heads(boxes: np.ndarray, scores: np.ndarray, size: tuple[int, int] = (64, 64)):
+    """SCRFD heads (strides 8, 16, 32; 2 anchors per cell) whose decode at scale 1 gives exactly
+    `boxes` with `scores`: box i sits on stride 8's anchor i (coordinates must be multiples of 1/8);
+    every other anchor scores 0."""
     heads = random_heads(np.random.default_rng(0), size)
     for level in range(3):
         heads[0][level][:] = 0
-    assert len(boxes) <= 2
+    grid_width = size[1] // 8
     for i, (box, score) in enumerate(zip(boxes, scores)):
+        cell = i // 2
+        cx, cy = (cell % grid_width) * 8, (cell // grid_width) * 8
         heads[0][0][i] = score
-        heads[1][0][i] = np.array([-box[0], -box[1], box[2], box[3]], F32) / 8
+        heads[1][0][i] = np.array([cx - box[0], cy - box[1], box[2] - cx, box[3] - cy], F32) / 8
     return heads
 
 
-def nms_of(boxes: np.ndarray, scores: np.ndarray, threshold: float, inclusive: bool) -> list[int]:
-    found = decode_scrfd(*boxes_as_heads(boxes, scores), input_size=(64, 64), min_score=0.5,
-                         scale=1.0, iou_threshold=threshold, inclusive_area=inclusive)  # fmt: skip
-    return [int(np.flatnonzero((boxes == b).all(1))[0]) for b in found.boxes]
+def nms_of(boxes: np.ndarray, scores: np.ndarray, threshold: float, size: tuple[int, int] = (64, 64)) -> list[int]:
+    """Indices of `boxes` that decode_scrfd keeps, in its output order."""
+    found = decode_scrfd(*boxes_as_heads(boxes, scores, size), input_size=size, min_score=0.0,
+                         scale=1.0, iou_threshold=threshold)  # fmt: skip
+    np.testing.assert_array_equal(found.boxes, boxes[found_indices := [
+        int(np.flatnonzero((boxes == b).all(1) & (scores == s))[0]) for b, s in zip(found.boxes, found.scores)
+    ]])
+    return found_indices
 
 
-def test_nms_exact_threshold_pairs() -> None:
-    # IoU exactly float32(0.4) under each convention; the second box is the lower score.
-    exclusive_pair = np.array([[0, 0, 10, 10], [0, 0, 4, 10]], F32)  # 40 / 100
-    inclusive_pair = np.array([[0, 0, 9, 9], [0, 0, 3, 9]], F32)  # 40 / 100 counting pixels
+@pytest.mark.parametrize(
+    "pair",
+    [
+        [[0, 0, 10, 10], [0, 0, 4, 10]],  # overlap 40 / 100 == float32(0.4)
+        [[0, 0, 9, 9], [0, 0, 3, 9]],  # 27 / 81
+        [[0, 0, 10, 10], [0, 0, 4.125, 10]],  # just above 0.4
+        [[0, 0, 0, 0], [0, 0, 0, 0]],  # two empty boxes overlap fully
+        [[0, 0, 0, 0], [0, 0, 8, 8]],  # an empty box overlaps nothing
+        [[-8, -8, 4, 4], [2, 2, 16, 16]],  # negative corners
+        [[8, 8, 0, 0], [0, 0, 8, 8]],  # inverted box: negative width and height, positive area
+    ],
+)
+@pytest.mark.parametrize("threshold", [0.4, float(np.nextafter(F32(0.4), F32(0))), 0.0, 1.0])
+def test_nms_edge_cases_match_opencv(pair: list[list[float]], threshold: float) -> None:
+    boxes = np.array(pair, F32)
     scores = np.array([0.9, 0.8], F32)
-    assert nms_of(exclusive_pair, scores, 0.4, inclusive=False) == [0, 1]
-    assert nms_of(exclusive_pair, scores, 0.4, inclusive=True) == [0]
-    assert nms_of(inclusive_pair, scores, 0.4, inclusive=True) == [0, 1]
-    below = float(np.nextafter(F32(0.4), F32(0)))
-    assert nms_of(inclusive_pair, scores, below, inclusive=True) == [0]
-    for pair in (exclusive_pair, inclusive_pair):
-        for inc in (True, False):
-            assert nms_of(pair, scores, 0.4, inc) == reference_nms(pair, scores, 0.4, inc)
+    assert nms_of(boxes, scores, threshold) == reference_nms(boxes, scores, threshold)
 
 
-def test_nms_zero_area_duplicates_suppress_under_exclusive_areas() -> None:
-    boxes = np.array([[0, 0, 0, 0], [0, 0, 0, 0]], F32)
-    scores = np.array([0.6, 0.9], F32)
-    found = decode_scrfd(*boxes_as_heads(boxes, scores), input_size=(64, 64), min_score=0.5,
-                         scale=1.0, inclusive_area=False)  # fmt: skip
-    assert found.scores.tolist() == [F32(0.9)]
+@pytest.mark.parametrize("threshold", [0.0, 0.2, 0.4, 0.7])
+def test_nms_random_crowd_with_ties_matches_opencv(threshold: float) -> None:
+    rng = np.random.default_rng(9)
+    n = 300
+    xy = np.round(rng.random((n, 2)) * 24 * 8) / 8
+    wh = np.round(rng.random((n, 2)) * 12 * 8) / 8
+    boxes = np.concatenate([xy, xy + wh], axis=1).astype(F32)
+    scores = (np.floor(rng.random(n) * 16) / 16 + 1 / 32).astype(F32)  # many equal scores
+    assert nms_of(boxes, scores, threshold, size=(256, 256)) == reference_nms(boxes, scores, threshold)
+
+
+def test_scores_of_zero_are_never_kept() -> None:
+    boxes = np.array([[0, 0, 8, 8], [16, 16, 24, 24]], F32)
+    scores = np.array([0.0, 0.5], F32)
+    assert nms_of(boxes, scores, 0.4) == [1] == reference_nms(boxes, scores, 0.4)

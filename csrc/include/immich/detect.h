@@ -3,10 +3,10 @@
 // Plain C++17, no Python: pointers and sizes in, results written into caller buffers, no
 // exceptions, no allocation (scratch memory comes from the caller, sized by *_workspace_bytes).
 //
-// Arithmetic follows insightface's SCRFD post-processing step by step in float32 (distance times
-// stride, then centre minus/plus distance, then division by the letterbox scale; IoU as
-// inter / ((area_i + area_j) - inter)) so that boxes and NMS decisions are bit-identical to it,
-// including pairs whose IoU lands exactly on the threshold.
+// Arithmetic follows Immich v3's SCRFD post-processing step by step (float32 distance times stride,
+// then centre minus/plus distance, then division by the letterbox scale; NMS as OpenCV's NMSBoxes
+// computes it) so that boxes and NMS decisions are bit-identical to it, including pairs whose
+// overlap lands exactly on the threshold.
 #pragma once
 
 #include <cstddef>
@@ -33,11 +33,11 @@ size_t decode_workspace_bytes(int64_t capacity) noexcept;
 
 // Decodes every level, keeps anchors with score >= min_score whose decoded box and landmarks are
 // finite, divides boxes and landmarks by `scale` (model-input pixels per source pixel), sorts by
-// score descending (ties keep level-then-anchor order) and runs greedy NMS: a candidate is kept
-// unless its IoU with an already kept box is not <= iou_threshold (so IoU exactly equal to the
-// threshold is kept, and a NaN IoU, e.g. 0/0 for two zero-area boxes under exclusive areas,
-// suppresses). inclusive_area: width = x2 - x1 + 1 (pixel-count convention of insightface /
-// classic R-CNN); otherwise width = x2 - x1.
+// score descending (ties keep level-then-anchor order) and runs greedy NMS with the semantics of
+// OpenCV's cv::dnn::NMSBoxes over Rect2d (x1, y1, x2 - x1, y2 - y1), as Immich v3 calls it with
+// score threshold 0: candidates scoring <= 0 are dropped; a candidate is kept unless
+// 1.f - float(1 - inter / (area_a + area_b - inter)) (in double; 1 when both areas are ~0) with a
+// kept box is not <= iou_threshold.
 //
 // `capacity` is the room for candidates, normally count_candidates(...); candidates beyond it
 // are ignored. Outputs (each with room for `capacity` rows; the first `return value` rows are
@@ -46,8 +46,8 @@ size_t decode_workspace_bytes(int64_t capacity) noexcept;
 //   as (x0, y0, ..., x4, y4) in source pixels. Rows are in descending score order.
 // `workspace` must hold decode_workspace_bytes(capacity) bytes, aligned to 8 bytes.
 int64_t decode_scrfd(const ScrfdLevel* levels, int32_t level_count, int32_t anchors_per_cell,
-                     float min_score, float scale, float iou_threshold, bool inclusive_area,
-                     float* out_boxes, float* out_scores, float* out_keypoints, int64_t capacity,
+                     float min_score, float scale, float iou_threshold, float* out_boxes,
+                     float* out_scores, float* out_keypoints, int64_t capacity,
                      unsigned char* workspace) noexcept;
 
 }  // namespace immich::detect

@@ -1,12 +1,11 @@
-// Image preprocessing kernel: antialiased separable resample of uint8 RGB images, fused with the
-// crop/letterbox geometry the models need and with per-channel normalisation into a caller's
-// batch buffer.
+// Image preprocessing kernel: separable resample of uint8 RGB images, fused with the crop/letterbox
+// geometry the models need and with per-channel normalisation into a caller's batch buffer.
 //
-// The resample follows Pillow's `Image.resize` convolution (filter shapes, support widened by the
-// scale factor when downscaling, pixel-centre mapping, weight normalisation, 22-bit fixed-point
-// weights, a uint8-rounded intermediate between the two passes, and Pillow 13's choice of which
-// pass runs first) so results match Pillow to the bit. Only the output pixels that survive a crop
-// are computed. Plain C++17: no Python, no exceptions escape, callers own every output buffer.
+// The antialiased filters follow Pillow's `Image.resize` convolution (filter shapes, support
+// widened by the scale factor when downscaling, pixel-centre mapping, weight normalisation, 22-bit
+// fixed-point weights, a uint8-rounded intermediate between the two passes, and Pillow 13's choice
+// of which pass runs first) so results match Pillow to the bit; kOpenCvLinear matches OpenCV's
+// `cv::resize(INTER_LINEAR)` to the bit. Only the output pixels that survive a crop are computed. Plain C++17: no Python, no exceptions escape, callers own every output buffer.
 #ifndef IMMICH_IMAGE_H
 #define IMMICH_IMAGE_H
 
@@ -15,12 +14,14 @@
 namespace immich {
 namespace image {
 
-enum Filter : int32_t { kBilinear = 0, kBicubic = 1, kLanczos = 2 };
+// kBilinear, kBicubic, kLanczos: Pillow's antialiased filters. kOpenCvLinear: OpenCV's
+// INTER_LINEAR (2 taps per axis, no antialiasing, OpenCV's 11-bit fixed point), bit-exact.
+enum Filter : int32_t { kBilinear = 0, kBicubic = 1, kLanczos = 2, kOpenCvLinear = 3 };
 
 // kShortest: short side -> size, centre crop (CLIP, as Immich's PIL code does it).
 // kSquash: stretch straight to the output size.
-// kLetterbox: keep aspect so the image fits, paste top-left, zero pixels elsewhere (SCRFD, as
-// insightface computes the resized size).
+// kLetterbox: keep aspect so the image fits, paste top-left, zero pixels elsewhere (SCRFD: the long
+// side fills the canvas, the other is truncated, as insightface and Immich v3 compute it).
 enum Mode : int32_t { kShortest = 0, kSquash = 1, kLetterbox = 2 };
 
 enum Status : int32_t {

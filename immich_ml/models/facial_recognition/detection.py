@@ -154,7 +154,7 @@ class FaceDetector(InferenceModel):
                     0,
                     size=self._size,
                     mode="letterbox",
-                    resample="bilinear",
+                    resample="opencv_linear",
                     mean=(norm.mean,) * 3,
                     std=(norm.std,) * 3,
                     scale=1.0,
