@@ -126,13 +126,43 @@ struct KeptBoxes {
   double* y;
   double* w;
   double* h;
+  double* x2;  // x + w, y + h (exact in double: both are float32 values)
+  double* y2;
   double* area;
+  // The float32 screen (see survives): edges widened outwards, and 1 where the area is <=
+  // DBL_EPSILON.
+  float* fx;
+  float* fy;
+  float* fx2;
+  float* fy2;
+  float* tiny;
 };
+constexpr int kKeptDoubles = 7;
+constexpr int kKeptFloats = 5;
 
 KeptBoxes take_kept(Arena& arena, int64_t count) {
-  return KeptBoxes{arena.take<double>(count), arena.take<double>(count), arena.take<double>(count),
-                   arena.take<double>(count), arena.take<double>(count)};
+  KeptBoxes kept;
+  for (double** array : {&kept.x, &kept.y, &kept.w, &kept.h, &kept.x2, &kept.y2, &kept.area}) {
+    *array = arena.take<double>(count);
+  }
+  for (float** array : {&kept.fx, &kept.fy, &kept.fx2, &kept.fy2, &kept.tiny}) {
+    *array = arena.take<float>(count);
+  }
+  return kept;
 }
+
+// The float32 at or above / at or below `value`.
+inline float float_up(double value) {
+  const float f = static_cast<float>(value);
+  return static_cast<double>(f) < value ? std::nextafter(f, std::numeric_limits<float>::infinity()) : f;
+}
+inline float float_down(double value) {
+  const float f = static_cast<float>(value);
+  return static_cast<double>(f) > value ? std::nextafter(f, -std::numeric_limits<float>::infinity()) : f;
+}
+
+// Margin of the float32 screen: far above the double rounding of any edge (|v| * 2^-52).
+inline double screen_slack(double value) { return 1e-4 + 1e-6 * std::fabs(value); }
 
 struct Rect {
   double x, y, w, h, area;
@@ -172,19 +202,46 @@ inline bool overlaps(const KeptBoxes& kept, int64_t k, const Rect& c, float thre
   return !(overlap <= threshold);
 }
 
+#if defined(__GNUC__)
+typedef float Screen4 __attribute__((vector_size(16)));
+typedef int32_t Mask4 __attribute__((vector_size(16)));
+
+inline Screen4 load_screen(const float* p) {
+  Screen4 v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+#endif
+
 // True when the candidate overlaps none of the first `kept_count` kept boxes by more than the
-// threshold. Most candidates of a crowd are far from most kept boxes: a cheap extent test (in
-// exact double arithmetic, so it never disagrees with `intersection`) skips those before the
-// division; a pair whose areas are both ~0 still goes through `overlaps`.
+// threshold. Most candidates of a crowd are far from most kept boxes: a float32 screen of the
+// extents (widened by screen_slack, so it flags every pair whose exact intersection is not empty,
+// and every pair with a kept area ~0) rules out kept boxes 4 at a time; flagged ones get the
+// exact test.
 inline bool survives(const KeptBoxes& kept, int64_t kept_count, const Rect& c, float threshold) {
-  const double cx2 = c.x + c.w, cy2 = c.y + c.h;
-  const bool apart_keeps = 0.0f <= threshold;  // an overlap of 0 passes the threshold
-  for (int64_t k = 0; k < kept_count; ++k) {
-    const bool apart = kept.x[k] + kept.w[k] <= c.x || cx2 <= kept.x[k] ||
-                       kept.y[k] + kept.h[k] <= c.y || cy2 <= kept.y[k];
-    if (apart && apart_keeps && kept.area[k] + c.area > std::numeric_limits<double>::epsilon()) {
-      continue;  // intersection 0 -> distance 1 -> overlap 0 <= any threshold >= 0
+  int64_t k = 0;
+#if defined(__GNUC__)
+  // Pairs with an empty intersection have overlap 0, which passes thresholds >= 0 only; a
+  // candidate of area ~0 may be "identical" to a kept box of area ~0 anywhere.
+  if (0.0f <= threshold && c.area > std::numeric_limits<double>::epsilon()) {
+    const float x = float_down(c.x - screen_slack(c.x)), y = float_down(c.y - screen_slack(c.y));
+    const double cx2 = c.x + c.w, cy2 = c.y + c.h;
+    const float x2 = float_up(cx2 + screen_slack(cx2)), y2 = float_up(cy2 + screen_slack(cy2));
+    const Screen4 vx = {x, x, x, x}, vy = {y, y, y, y};
+    const Screen4 vx2 = {x2, x2, x2, x2}, vy2 = {y2, y2, y2, y2};
+    const Screen4 zero = {0, 0, 0, 0};
+    for (; k + 4 <= kept_count; k += 4) {
+      const Mask4 near = ((load_screen(kept.fx2 + k) > vx) & (vx2 > load_screen(kept.fx + k)) &
+                          (load_screen(kept.fy2 + k) > vy) & (vy2 > load_screen(kept.fy + k))) |
+                         (load_screen(kept.tiny + k) > zero);
+      if (!((near[0] | near[1]) | (near[2] | near[3]))) continue;
+      for (int64_t j = 0; j < 4; ++j) {
+        if (near[j] && overlaps(kept, k + j, c, threshold)) return false;
+      }
     }
+  }
+#endif
+  for (; k < kept_count; ++k) {
     if (overlaps(kept, k, c, threshold)) return false;
   }
   return true;
@@ -204,7 +261,14 @@ int64_t greedy(const float* boxes, const float* scores, const uint32_t* order, i
     kept.y[kept_count] = c.y;
     kept.w[kept_count] = c.w;
     kept.h[kept_count] = c.h;
+    kept.x2[kept_count] = c.x + c.w;
+    kept.y2[kept_count] = c.y + c.h;
     kept.area[kept_count] = c.area;
+    kept.fx[kept_count] = float_down(c.x - screen_slack(c.x));
+    kept.fy[kept_count] = float_down(c.y - screen_slack(c.y));
+    kept.fx2[kept_count] = float_up(kept.x2[kept_count] + screen_slack(kept.x2[kept_count]));
+    kept.fy2[kept_count] = float_up(kept.y2[kept_count] + screen_slack(kept.y2[kept_count]));
+    kept.tiny[kept_count] = c.area <= std::numeric_limits<double>::epsilon() ? 1.0f : 0.0f;
     kept_index[kept_count] = j;
     ++kept_count;
   }
@@ -296,10 +360,11 @@ int64_t count_candidates(const ScrfdLevel* levels, int32_t level_count, float mi
 
 size_t decode_workspace_bytes(int64_t capacity) noexcept {
   const size_t n = static_cast<size_t>(capacity < 0 ? 0 : capacity);
-  // candidates (4 + 1 + 10 floats), sort scratch, kept SoA (5 doubles) and kept indices.
+  // candidates (4 + 1 + 10 floats), sort scratch, kept SoA and kept indices.
   return round_up(4 * n * sizeof(float)) + round_up(n * sizeof(float)) +
          round_up(10 * n * sizeof(float)) + sort_workspace_bytes(capacity) +
-         5 * round_up(n * sizeof(double)) + round_up(n * sizeof(uint32_t)) + kAlign;
+         kKeptDoubles * round_up(n * sizeof(double)) + kKeptFloats * round_up(n * sizeof(float)) +
+         round_up(n * sizeof(uint32_t)) + kAlign;
 }
 
 int64_t decode_scrfd(const ScrfdLevel* levels, int32_t level_count, int32_t anchors_per_cell,

@@ -86,7 +86,14 @@ void build_columns(int64_t src_w, int64_t resized_w, int64_t crop_x, int64_t reg
   }
 }
 
-void horizontal(const uint8_t* row, const Columns& c, int64_t region_w, int32_t* out) {
+// Both passes are plain loops the compiler vectorises; on x86-64 also for AVX2 (chosen at load).
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define IMMICH_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define IMMICH_CLONES
+#endif
+
+IMMICH_CLONES void horizontal(const uint8_t* row, const Columns& c, int64_t region_w, int32_t* out) {
   const int64_t* first = c.first.data();
   const int64_t* second = c.second.data();
   const int32_t* w0 = c.w0.data();
@@ -100,7 +107,7 @@ void horizontal(const uint8_t* row, const Columns& c, int64_t region_w, int32_t*
   }
 }
 
-void vertical(const int32_t* top, const int32_t* bottom, int32_t b0, int32_t b1, int64_t n,
+IMMICH_CLONES void vertical(const int32_t* top, const int32_t* bottom, int32_t b0, int32_t b1, int64_t n,
               uint8_t* out) {
   for (int64_t j = 0; j < n; ++j) {
     // int16 lanes: h >> 4 is at most 255 * 2049 >> 4 = 32656, products fit int32.
