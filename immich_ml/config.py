@@ -38,6 +38,8 @@ PRECISIONS = ("FP32", "FP16")
 MODEL_PRECISIONS = ("FP32", "FP16", "INT8")
 PLACEMENTS = ("auto", "cpu")
 DEVICES = ("auto", "cpu", "cuda", "rocm", "openvino", "coreml", "armnn", "rknn")
+# Where Immich (through RapidOCR 3.8.1) downloads PP-OCRv5 files from.
+OCR_MODEL_URL = "https://www.modelscope.cn/models/RapidAI/RapidOCR/resolve/v3.8.0/onnx/PP-OCRv5"
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,9 @@ class Settings:
     rocm_precision: str = "FP32"
     model_organization: str = "immich-app"
     model_revision: str = "main"
+    # huggingface_hub's HF_HUB_OFFLINE, which Immich users set to forbid downloads; the OCR registry
+    # download (not a Hugging Face one) honours it too.
+    hf_hub_offline: bool = False
     device_ids: tuple[str, ...] = ("0",)
     device_id: str = "0"
     host: str = "[::]"
@@ -133,6 +138,8 @@ class Settings:
     # JPEG DCT-domain downscaled decoding when the model input is much smaller than the image.
     fast_decode: bool = True
     worker_start_timeout_s: int = 300
+    # Base URL of RapidOCR's PP-OCRv5 files (a mirror, or a local server in tests).
+    ocr_model_url: str = OCR_MODEL_URL
 
     @property
     def log_level_number(self) -> int:
@@ -319,6 +326,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         rocm_precision=env.get(m + "ROCM_PRECISION", _choice(PRECISIONS, upper=True), "FP32"),
         model_organization=env.get(m + "MODEL_ORGANIZATION", _text, defaults.model_organization),
         model_revision=env.get(m + "MODEL_REVISION", _text, defaults.model_revision),
+        hf_hub_offline=env.get("HF_HUB_OFFLINE", _bool, False),
         device_ids=device_ids,
         device_id=env.get(m + "DEVICE_ID", _text, device_ids[0]),
         host=env.get("IMMICH_HOST", _text, defaults.host),
@@ -336,6 +344,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         max_image_pixels=env.get(m + "MAX_IMAGE_PIXELS", _int(1), defaults.max_image_pixels),
         fast_decode=env.get(m + "FAST_DECODE", _bool, defaults.fast_decode),
         worker_start_timeout_s=env.get(m + "WORKER_START_TIMEOUT_S", _int(1), 300),
+        ocr_model_url=env.get(m + "OCR_MODEL_URL", _text, OCR_MODEL_URL),
     )
     for message in deprecated:
         logging.getLogger("immich_ml.config").warning("Deprecated setting: %s", message)

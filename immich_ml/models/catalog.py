@@ -78,4 +78,7 @@ def resolve(model_name: str, task: ModelTask, model_type: ModelType) -> ModelSpe
             f"Valid names include {suggestions} ({_COUNTS[task]} in all; see README 'Models' for the "
             "full list)."
         )
+    if task == ModelTask.OCR and model_type == ModelType.DETECTION:
+        # Language variants (EN__PP-OCRv5_mobile ...) share one detector, cached and loaded once.
+        name = name.split("__")[-1]
     return ModelSpec(name, task, model_type, source)

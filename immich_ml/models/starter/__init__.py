@@ -5,7 +5,7 @@
 * ``clip/ViT-B-32__nonsemantic`` and ``clip/ViT-tiny__nonsemantic``: the OpenAI CLIP ViT
   architecture with random weights and the real CLIP tokenizer. Their embeddings mean nothing.
 
-``python -m immich_ml.models.starter install [--cache DIR] [--only faces,clip,tiny-clip]`` runs the
+``python -m immich_ml.models.starter install [--cache DIR] [--only faces,clip,tiny-clip,ocr]`` runs the
 same :func:`install` from a shell.
 """
 
