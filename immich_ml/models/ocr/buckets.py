@@ -13,9 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-# Detector sides: multiples of 32 growing by ~25 %, so at most ~20 % of a side is padding.
+# Detector sides: multiples of 64 (plus 736, Immich's default maxResolution, so the short side of a
+# photo is never padded) up to 2048, then ~25 % steps. Upstream's sides are multiples of 32, so a side
+# gets at most 32 px of padding up to 2048: larger pads move DB box scores measurably (the network's
+# receptive field spans the border; benchmarks/README.md "OCR shapes").
 DETECTOR_SIDES: tuple[int, ...] = (
-    32, 64, 96, 128, 160, 192, 256, 320, 416, 512, 640, 736, 928, 1152, 1440, 1792, 2240, 2816, 3520, 4416,
+    *range(64, 736, 64), 736, *range(768, 2049, 64), 2560, 3200, 4096,
 )  # fmt: skip
 DETECTOR_STEP_BEYOND = 1024
 # Recognizer widths (height is 48): upstream's minimum 320, then ~1.5x steps.
