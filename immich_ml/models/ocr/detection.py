@@ -121,9 +121,9 @@ class TextDetector(InferenceModel):
             return resized, detector_bucket(*resized)
         rh, rw = resized
         if rh > static[0] or rw > static[1]:
-            scale = min(static[0] / rh, static[1] / rw)
-            rh = min(static[0], max(32, int(rh * scale) // 32 * 32))
-            rw = min(static[1], max(32, int(rw * scale) // 32 * 32))
+            scale = min(static[0] / height, static[1] / width)
+            rh = min(static[0], max(32, round(height * scale / 32) * 32))
+            rw = min(static[1], max(32, round(width * scale / 32) * 32))
         return (rh, rw), static
 
     def _predict(self, session: Session, request: ModelRequest, stages: Stages) -> TextBoxes:
