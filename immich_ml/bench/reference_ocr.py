@@ -82,7 +82,7 @@ def polygon_score(prob: npt.NDArray[np.float32], polygon: npt.NDArray[Any]) -> f
     mask = np.zeros((ymax - ymin + 1, xmax - xmin + 1), dtype=np.uint8)
     pts[:, 0] -= xmin
     pts[:, 1] -= ymin
-    cv2.fillPoly(mask, pts.reshape(1, -1, 2).astype(np.int32), 1)
+    cv2.fillPoly(mask, [pts.reshape(-1, 2).astype(np.int32)], 1)
     return float(cv2.mean(prob[ymin : ymax + 1, xmin : xmax + 1], mask)[0])
 
 

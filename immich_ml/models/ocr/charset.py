@@ -20,7 +20,7 @@ def read_dictionary(model: Path) -> list[str]:
     proto = onnx.load(str(model), load_external_data=False)
     for prop in proto.metadata_props:
         if prop.key == CHARSET_KEY:
-            lines = prop.value.splitlines()
+            lines = [str(line) for line in prop.value.splitlines()]
             if not lines:
                 break
             return lines

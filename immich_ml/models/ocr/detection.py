@@ -13,7 +13,7 @@ static (an RKNN export), that shape is the only bucket and a larger image is res
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -69,6 +69,13 @@ def text_boxes_to_json(found: TextBoxes) -> dict[str, Any]:
         "box": [float32_text(v) for v in found.normalized().reshape(-1).tolist()],
         "boxScore": [float32_text(s) for s in found.scores.tolist()],
     }
+
+
+def float_buffer(array: npt.NDArray[np.generic]) -> npt.NDArray[np.float32]:
+    """A bound input buffer the OCR kernels write into (the graphs take float32)."""
+    if array.dtype != np.float32:
+        raise ModelLoadError(f"OCR input buffer of dtype {array.dtype}; float32 expected.")
+    return cast(npt.NDArray[np.float32], array)
 
 
 def replicate_edges(buffer: npt.NDArray[np.float32], height: int, width: int) -> None:
@@ -136,11 +143,10 @@ class TextDetector(InferenceModel):
             return TextBoxes.empty(height, width)
         (rh, rw), (bh, bw) = self.shape_for(height, width, options.max_resolution)
         with session.bind({self._input: (1, 3, bh, bw)}) as call:
-            buffer = call.inputs[self._input]
-            assert buffer.dtype == np.float32
+            buffer = float_buffer(call.inputs[self._input])
             with stages("preprocess"):
-                ocr.det_preprocess_into(np.ascontiguousarray(image), buffer, rh, rw)  # type: ignore[arg-type]
-                replicate_edges(buffer, rh, rw)  # type: ignore[arg-type]
+                ocr.det_preprocess_into(np.ascontiguousarray(image), buffer, rh, rw)
+                replicate_edges(buffer, rh, rw)
             with stages("inference"):
                 outputs = call.run()
             with stages("postprocess"):

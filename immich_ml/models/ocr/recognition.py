@@ -23,7 +23,7 @@ from immich_ml.models.base import InferenceModel, ModelRequest
 from immich_ml.models.cache import ModelFiles
 from immich_ml.models.ocr.buckets import batch_sizes, padded_batch, recognizer_width
 from immich_ml.models.ocr.charset import decoding_charset, read_dictionary
-from immich_ml.models.ocr.detection import ONNX_RUNTIME_REASON, TextBoxes, float32_text
+from immich_ml.models.ocr.detection import ONNX_RUNTIME_REASON, TextBoxes, float32_text, float_buffer
 from immich_ml.models.ocr.options import parse_recognition
 from immich_ml.models.timing import Stages
 from immich_ml.ops import ocr
@@ -133,11 +133,10 @@ class TextRecognizer(InferenceModel):
             width = min(width, padded_width)
             rows = padded_batch(len(indices), self._sizes)
             with session.bind({self._input: (rows, 3, HEIGHT, padded_width)}) as call:
-                buffer = call.inputs[self._input]
-                assert buffer.dtype == np.float32
+                buffer = float_buffer(call.inputs[self._input])
                 with stages("preprocess"):
                     batch_boxes = np.ascontiguousarray(boxes[indices])
-                    ocr.rec_batch_into(image, batch_boxes, buffer, width)  # type: ignore[arg-type]
+                    ocr.rec_batch_into(image, batch_boxes, buffer, width)
                 with stages("inference"):
                     outputs = call.run()
                 with stages("postprocess"):

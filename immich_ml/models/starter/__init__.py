@@ -17,12 +17,13 @@ from immich_ml.models.starter.installer import (
     CLIP_MODEL,
     COMPONENTS,
     FACE_MODEL,
+    OCR_MODEL,
     TINY_CLIP_MODEL,
     install,
     photos_in,
 )
 
-__all__ = ["CLIP_MODEL", "COMPONENTS", "FACE_MODEL", "TINY_CLIP_MODEL", "install", "photos"]
+__all__ = ["CLIP_MODEL", "COMPONENTS", "FACE_MODEL", "OCR_MODEL", "TINY_CLIP_MODEL", "install", "photos"]
 
 
 def photos(cache_folder: Path) -> dict[str, Path]:
