@@ -48,11 +48,7 @@ def model_class(spec: ModelSpec) -> type[InferenceModel]:
             return TextDetector
         case (ModelTask.OCR, ModelType.RECOGNITION):
             return TextRecognizer
-    raise UnknownModel(
-        f"{spec.task.value} {spec.type.value} models ({spec.name}) are not supported by this version of "
-        "immich_ml yet; disable the feature in Immich's administration settings or route it to "
-        "Immich's own machine-learning service."
-    )
+    raise UnknownModel(f"Task {spec.task.value} has no model type {spec.type.value} ({spec.name}).")
 
 
 # Immich's preload order: textual, visual, face detection, face recognition, OCR detection, recognition.
