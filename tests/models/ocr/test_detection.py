@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from immich_ml.backends.base import Target
 from immich_ml.config import Settings
@@ -70,3 +72,54 @@ def test_on_npu_boards_ocr_runs_on_onnx_runtime_and_says_why(starter_cache: Path
             assert f"OCR models run on ONNX Runtime on {kind} devices" in status["fallback_reason"]
         finally:
             model.unload(force=True)
+
+
+def test_an_rknn_detector_export_runs_on_the_npu(
+    tmp_path: Path, starter_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``detection/rknpu/<soc>/model.rknn`` is used on an RKNN board: here a 32×32 "detector" on the
+    librknnrt test double (tests/backends/rknn_double) whose linear map marks dark pixels as text, so
+    the compiled DB post-processing must find the one dark bar of the image."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parents[2] / "backends"))
+    import rknn_double as rd
+
+    from immich_ml.backends import rknn
+    from immich_ml.pipeline import Pipeline
+    from immich_ml.schemas import parse_entries
+
+    library = rd.build(tmp_path / "double")
+    side = 32
+    pixels = side * side
+    weights = np.zeros((pixels, pixels * 3), np.float32)
+    for p in range(pixels):
+        weights[p, p * 3 : p * 3 + 3] = -0.25  # NHWC input: the three channels of pixel p
+    model = rd.DoubleModel(
+        (rd.Tensor("x", (1, side, side, 3), rd.NHWC, rd.FLOAT32),),
+        (rd.Tensor("prob", (1, 1, side, side), rd.UNDEFINED, rd.FLOAT32),),
+        weights,
+        np.full(pixels, 0.75, np.float32),
+    )
+    cache = tmp_path / "cache"
+    folder = cache / "ocr" / "PP-OCRv5_mobile" / "detection"
+    (folder / "rknpu" / "rk3588").mkdir(parents=True)
+    (folder / "model.onnx").write_bytes((starter_cache / "ocr" / "PP-OCRv5_mobile" / "detection" / "model.onnx").read_bytes())
+    (folder / "rknpu" / "rk3588" / "model.rknn").write_bytes(model.to_bytes())
+    monkeypatch.setattr(rknn, "detect_soc", lambda *args: "rk3588")
+    settings = Settings(cache_folder=cache, rknn_library=str(library), device="rknn")
+    image = np.full((side, side, 3), 255, np.uint8)
+    image[12:20, 4:28] = 0
+    png = io.BytesIO()
+    Image.fromarray(image).save(png, "PNG")
+    pipeline = Pipeline(settings, Target("rknn"))
+    try:
+        answer = pipeline.predict(parse_entries('{"ocr": {"detection": {"modelName": "PP-OCRv5_mobile"}}}'),
+                                  image=png.getvalue())["ocr"]
+        status = [m for m in pipeline.status() if m["type"] == "detection"][0]
+    finally:
+        pipeline.close()
+    assert status["provider"] == "rknn:rk3588" and status["fallback_reason"] is None
+    assert len(answer["boxScore"]) == 1 and answer["boxScore"][0] > 0.5
+    x1, y1, _, _, x3, y3, _, _ = (v * side for v in answer["box"])
+    assert x1 <= 4 and y1 <= 12 and x3 >= 27 and y3 >= 19  # the bar, expanded by the unclip
