@@ -33,7 +33,8 @@ _ACCEPTS: dict[tuple[ModelTask, ModelType], frozenset[ModelSource]] = {
 _SUGGEST: dict[ModelTask, tuple[str, ...]] = {
     ModelTask.SEARCH: ("ViT-B-32__openai", *sorted(STARTER_CLIP_MODELS)),
     ModelTask.FACIAL_RECOGNITION: ("buffalo_l", *sorted(STARTER_FACE_MODELS)),
-    ModelTask.OCR: ("PP-OCRv5_mobile",),
+    # Short enough to list whole: Immich's default first.
+    ModelTask.OCR: ("PP-OCRv5_mobile", *sorted(PADDLE_MODELS - {"PP-OCRv5_mobile"})),
 }
 _COUNTS: dict[ModelTask, int] = {
     ModelTask.SEARCH: len(OPENCLIP_MODELS | MCLIP_MODELS | STARTER_CLIP_MODELS),

@@ -117,3 +117,11 @@ def test_cached_files_need_no_network(served: FakeRegistry, cache: Path, ocr_mod
         resolve("PP-OCRv5_mobile", ModelTask.OCR, ModelType.DETECTION), ()
     )
     assert served.requests == []
+
+
+def test_unknown_name_lists_every_valid_one() -> None:
+    from immich_ml.errors import UnknownModel
+
+    with pytest.raises(UnknownModel) as caught:
+        resolve("PP-OCRv9_tiny", ModelTask.OCR, ModelType.DETECTION)
+    assert all(name in caught.value.message for name in PADDLE_MODELS)
