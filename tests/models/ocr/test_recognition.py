@@ -177,3 +177,24 @@ def test_image_decoded_once_at_full_resolution(pipeline: Pipeline) -> None:
     big.save(out, "JPEG")
     response = pipeline.predict(ocr_entries(), image=out.getvalue())
     assert (response["imageWidth"], response["imageHeight"]) == (3000, 2000)
+
+
+def test_preload_settings_load_both_models(starter_cache: Path) -> None:
+    from immich_ml.config import load_settings
+
+    settings = load_settings({
+        "MACHINE_LEARNING_CACHE_FOLDER": str(starter_cache),
+        "MACHINE_LEARNING_PRELOAD__OCR__DETECTION": "EN__PP-OCRv5_mobile",
+        "MACHINE_LEARNING_PRELOAD__OCR__RECOGNITION": MODEL,
+        "MACHINE_LEARNING_MAX_BATCH_SIZE__OCR": "2",
+    })
+    pipe = Pipeline(settings, Target("cpu"))
+    try:
+        pipe.preload()
+        loaded = {(m["type"], m["name"]): m["state"] for m in pipe.status()}
+        assert loaded == {("detection", MODEL): "loaded", ("recognition", MODEL): "loaded"}
+        recognizer = [m for m in pipe.manager.models() if m.spec.type.value == "recognition"][0]
+        assert getattr(recognizer, "_sizes") == (1, 2)
+        assert read(pipe, render.lines())["text"] == render.LINES  # 3 lines in runs of 2 and 1
+    finally:
+        pipe.close()
