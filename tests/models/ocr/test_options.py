@@ -53,7 +53,8 @@ def test_detector_buckets_bound_every_size() -> None:
 
 def test_recognizer_widths_and_batches() -> None:
     assert buckets.recognizer_width(320) == 320
-    assert buckets.recognizer_width(321) == 480
-    assert buckets.recognizer_width(5000) == 6400
+    assert buckets.recognizer_width(321) == 384
+    assert buckets.recognizer_width(5000) == 5120
+    assert all(b / a <= 1.2 for a, b in zip(buckets.RECOGNIZER_WIDTHS, buckets.RECOGNIZER_WIDTHS[1:]))
     assert buckets.batch_sizes(6) == (1, 2, 4, 6)
     assert [buckets.padded_batch(n, (1, 2, 4, 6)) for n in range(1, 7)] == [1, 2, 4, 4, 6, 6]
