@@ -54,7 +54,8 @@ int32_t clamp_i(int64_t v, int64_t lo, int64_t hi) {
 }
 
 // box_score_fast: the quad's float corners, bounding box floor/ceil-clipped to the map, corners
-// shifted by it in float32 and truncated to int32 as numpy's astype does.
+// shifted by it in float32 and truncated to int32 as numpy's astype does (snapped, see
+// detail::snap_trunc).
 double score_fast(const ProbMap& prob, const PointF q[4], std::vector<PointI>* poly,
                   std::vector<uint8_t>* scratch) {
   float xmin = q[0].x, xmax = q[0].x, ymin = q[0].y, ymax = q[0].y;
@@ -70,8 +71,8 @@ double score_fast(const ProbMap& prob, const PointF q[4], std::vector<PointI>* p
   const int32_t y1 = clamp_i(static_cast<int64_t>(std::ceil(ymax)), 0, prob.height - 1);
   poly->resize(4);
   for (int i = 0; i < 4; ++i) {
-    (*poly)[i] = PointI{static_cast<int32_t>(q[i].x - static_cast<float>(x0)),
-                        static_cast<int32_t>(q[i].y - static_cast<float>(y0))};
+    (*poly)[i] = PointI{detail::snap_trunc(q[i].x - static_cast<float>(x0)),
+                        detail::snap_trunc(q[i].y - static_cast<float>(y0))};
   }
   return detail::masked_mean(prob.data, prob.row_stride, x0, y0, x1, y1, poly->data(), 4, scratch);
 }

@@ -271,11 +271,11 @@ void mini_box(const RotRect& rect, PointF out[4]) {
 }
 
 void offset_round(const PointF quad[4], double delta, std::vector<PointI>* out) {
-  // pyclipper converts each coordinate to an integer with Python's int(): truncation.
+  // pyclipper converts each coordinate to an integer with Python's int(): truncation (snapped).
   PointI src[4];
   int n = 0;
   for (int i = 0; i < 4; ++i) {
-    const PointI p{static_cast<int32_t>(quad[i].x), static_cast<int32_t>(quad[i].y)};
+    const PointI p{snap_trunc(quad[i].x), snap_trunc(quad[i].y)};
     if (n > 0 && src[n - 1].x == p.x && src[n - 1].y == p.y) continue;
     src[n++] = p;
   }

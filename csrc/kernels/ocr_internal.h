@@ -32,6 +32,15 @@ struct RotRect {
 void find_contours(const uint8_t* mask, int64_t height, int64_t width, int64_t max_contours,
                    std::vector<PointI>* points, std::vector<int64_t>* starts);
 
+// Truncation toward zero of a min-area-rect corner, after snapping values within 1e-3 of a whole
+// number to it: those corners are whole numbers computed with float noise, whose sign depends on
+// the OpenCV version (4.x and 5.x differ) and would move a whole row of pixels.
+inline int32_t snap_trunc(float v) {
+  const float r = static_cast<float>(static_cast<int64_t>(v < 0 ? v - 0.5f : v + 0.5f));
+  const float d = v - r;
+  return static_cast<int32_t>((d < 1e-3f && d > -1e-3f) ? r : v);
+}
+
 // cv2.minAreaRect of integer points (convex hull, then OpenCV's float rotating calipers).
 // May throw std::bad_alloc.
 RotRect min_area_rect(const PointI* points, int64_t count);

@@ -20,7 +20,50 @@ struct Edge {
   int64_t x, dx;   // x at y0 and its step per row, fixed point
 };
 
-void draw_line(uint8_t* mask, int32_t w, int32_t h, PointI p1, PointI p2) {
+// cv::clipLine: the segment cut to the image (integer arithmetic as OpenCV), false if outside.
+bool clip_line(int64_t w, int64_t h, int64_t& x1, int64_t& y1, int64_t& x2, int64_t& y2) {
+  const int64_t right = w - 1, bottom = h - 1;
+  int c1 = (x1 < 0) + (x1 > right) * 2 + (y1 < 0) * 4 + (y1 > bottom) * 8;
+  int c2 = (x2 < 0) + (x2 > right) * 2 + (y2 < 0) * 4 + (y2 > bottom) * 8;
+  if ((c1 & c2) == 0 && (c1 | c2) != 0) {
+    int64_t a;
+    if (c1 & 12) {
+      a = c1 < 8 ? 0 : bottom;
+      x1 += static_cast<int64_t>(static_cast<double>(a - y1) * (x2 - x1) / (y2 - y1));
+      y1 = a;
+      c1 = (x1 < 0) + (x1 > right) * 2;
+    }
+    if (c2 & 12) {
+      a = c2 < 8 ? 0 : bottom;
+      x2 += static_cast<int64_t>(static_cast<double>(a - y2) * (x2 - x1) / (y2 - y1));
+      y2 = a;
+      c2 = (x2 < 0) + (x2 > right) * 2;
+    }
+    if ((c1 & c2) == 0 && (c1 | c2) != 0) {
+      if (c1) {
+        a = c1 == 1 ? 0 : right;
+        y1 += static_cast<int64_t>(static_cast<double>(a - x1) * (y2 - y1) / (x2 - x1));
+        x1 = a;
+        c1 = 0;
+      }
+      if (c2) {
+        a = c2 == 1 ? 0 : right;
+        y2 += static_cast<int64_t>(static_cast<double>(a - x2) * (y2 - y1) / (x2 - x1));
+        x2 = a;
+        c2 = 0;
+      }
+    }
+  }
+  return (c1 | c2) == 0;
+}
+
+void draw_line(uint8_t* mask, int32_t w, int32_t h, PointI q1, PointI q2) {
+  int64_t x1 = q1.x, y1 = q1.y, x2 = q2.x, y2 = q2.y;
+  // OpenCV clips a segment that leaves the image first, then steps from the clipped ends.
+  const bool inside = x1 >= 0 && x1 < w && y1 >= 0 && y1 < h && x2 >= 0 && x2 < w && y2 >= 0 && y2 < h;
+  if (!inside && !clip_line(w, h, x1, y1, x2, y2)) return;
+  PointI p1{static_cast<int32_t>(x1), static_cast<int32_t>(y1)};
+  PointI p2{static_cast<int32_t>(x2), static_cast<int32_t>(y2)};
   int32_t dx = p2.x - p1.x, dy = p2.y - p1.y;
   if (dx < 0) {  // OpenCV draws left to right
     std::swap(p1, p2);

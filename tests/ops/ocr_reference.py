@@ -31,6 +31,13 @@ def _mini_box(contour: NDArray) -> tuple[NDArray[np.float32], float]:
     return np.array([points[i1], points[i2], points[i3], points[i4]]), min(rect[1])
 
 
+def snap(values: NDArray[np.float32]) -> NDArray[np.float32]:
+    """Min-area-rect corners within 1e-3 of a whole number, snapped to it before truncation (the
+    kernel does the same: that float noise differs between OpenCV versions)."""
+    rounded = np.round(values)
+    return np.where(np.abs(values - rounded) < 1e-3, rounded, values).astype(np.float32)
+
+
 def _score_fast(prob: NDArray[np.float32], quad: NDArray[np.float32]) -> float:
     h, w = prob.shape
     box = quad.copy()
@@ -41,7 +48,7 @@ def _score_fast(prob: NDArray[np.float32], quad: NDArray[np.float32]) -> float:
     mask = np.zeros((ymax - ymin + 1, xmax - xmin + 1), dtype=np.uint8)
     box[:, 0] -= xmin
     box[:, 1] -= ymin
-    cv2.fillPoly(mask, box.reshape(1, -1, 2).astype(np.int32), 1)
+    cv2.fillPoly(mask, snap(box).reshape(1, -1, 2).astype(np.int32), 1)
     return float(cv2.mean(prob[ymin : ymax + 1, xmin : xmax + 1], mask)[0])
 
 
@@ -61,7 +68,7 @@ def _unclip(box: NDArray[np.float32], ratio: float) -> NDArray:
     poly = Polygon(box)
     distance = poly.area * ratio / poly.length
     offset = pyclipper.PyclipperOffset()
-    offset.AddPath(box, pyclipper.JT_ROUND, pyclipper.ET_CLOSEDPOLYGON)
+    offset.AddPath(snap(box), pyclipper.JT_ROUND, pyclipper.ET_CLOSEDPOLYGON)
     return np.array(offset.Execute(distance)).reshape((-1, 1, 2))
 
 
