@@ -79,7 +79,8 @@ def rec_batch(const uint8_t[:, :, :] img, const float[:, :, ::1] boxes, float[:,
 
 def ctc_greedy(const float[:, :, :] probs, int32_t[:, ::1] labels, int32_t[::1] lengths,
                float[::1] mean_prob):
-    """Greedy CTC over probs (N, T, C); fills labels (N, T), lengths (N,), mean_prob (N,)."""
+    """Greedy CTC over probs (N, T, C); fills labels (N, T), lengths (N,), mean_prob (N,).
+    Returns False when probs holds a NaN or infinite value."""
     cdef int64_t n = probs.shape[0], t = probs.shape[1], c = probs.shape[2]
     cdef int64_t sn = probs.strides[0] // sizeof(float)
     cdef int64_t st = probs.strides[1] // sizeof(float)
@@ -87,7 +88,9 @@ def ctc_greedy(const float[:, :, :] probs, int32_t[:, ::1] labels, int32_t[::1] 
     if n == 0 or t == 0 or c == 0:
         lengths[:] = 0
         mean_prob[:] = 0.0
-        return
+        return True
+    cdef bint finite
     with nogil:
-        ocr.ctc_greedy(&probs[0, 0, 0], n, t, c, sn, st, sc, &labels[0, 0], &lengths[0],
-                       &mean_prob[0])
+        finite = ocr.ctc_greedy(&probs[0, 0, 0], n, t, c, sn, st, sc, &labels[0, 0], &lengths[0],
+                                &mean_prob[0])
+    return finite

@@ -32,6 +32,6 @@ cdef extern from "immich/ocr.h" namespace "immich::ocr" nogil:
     Status rec_crop(const uint8_t* rgb, int64_t height, int64_t width, int64_t row_stride,
                     const float* quad, int64_t batch_width, float* out, int64_t out_h,
                     int64_t out_w) noexcept
-    void ctc_greedy(const float* probs, int64_t n, int64_t t, int64_t c, int64_t stride_n,
+    bint ctc_greedy(const float* probs, int64_t n, int64_t t, int64_t c, int64_t stride_n,
                     int64_t stride_t, int64_t stride_c, int32_t* labels, int32_t* lengths,
                     float* mean_prob) noexcept

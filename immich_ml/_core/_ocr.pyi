@@ -41,5 +41,6 @@ def ctc_greedy(
     labels: NDArray[np.int32],
     lengths: NDArray[np.int32],
     mean_prob: NDArray[np.float32],
-) -> None:
-    """Greedy CTC over probs (N, T, C); fills labels (N, T), lengths (N,), mean_prob (N,)."""
+) -> bool:
+    """Greedy CTC over probs (N, T, C); fills labels (N, T), lengths (N,), mean_prob (N,).
+    Returns False when probs holds a NaN or infinite value."""

@@ -210,13 +210,12 @@ def ctc_greedy_decode(probs: NDArray[np.float32], charset: Sequence[str]) -> lis
             f"charset has {len(charset)} entries but the recognizer gives {c} classes "
             "(expected blank + the model's characters + space)"
         )
-    if probs.size and not np.isfinite(probs).all():
-        raise InvalidInput("probs contains NaN or infinite values")
     labels = np.zeros((n, max(t, 1)), dtype=np.int32)
     lengths = np.zeros(n, dtype=np.int32)
     means = np.zeros(n, dtype=np.float32)
-    if n:
-        _ocr.ctc_greedy(probs, labels, lengths, means)
+    # The kernel checks for NaN/inf on its single pass over probs.
+    if n and not _ocr.ctc_greedy(probs, labels, lengths, means):
+        raise InvalidInput("probs contains NaN or infinite values")
     symbols = list(charset)
     return [
         ("".join(symbols[k] for k in labels[i, : lengths[i]]), float(means[i])) for i in range(n)

@@ -161,3 +161,13 @@ def test_ctc_edge_cases() -> None:
     probs[0, 0, 0] = np.nan
     with pytest.raises(errors.InvalidInput):
         ocr.ctc_greedy_decode(probs, charset)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_ctc_rejects_non_finite_in_wide_rows(bad: float) -> None:
+    """Rows wider than the kernel's vector block take the vector path; its NaN check must hold."""
+    charset = ["blank"] + [str(i) for i in range(198)] + [" "]
+    probs = _softmax(np.random.default_rng(1).normal(0, 1, (2, 6, 200)))
+    probs[1, 3, 137] = bad
+    with pytest.raises(errors.InvalidInput):
+        ocr.ctc_greedy_decode(probs, charset)

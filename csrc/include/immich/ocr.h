@@ -67,8 +67,9 @@ Status rec_crop(const uint8_t* rgb, int64_t height, int64_t width, int64_t row_s
 // CTC greedy decoding of n rows of (t x c) probabilities (row i, step s, class k at
 // probs[i * stride_n + s * stride_t + k * stride_c], strides in elements). For each row:
 // labels[i * t .. i * t + lengths[i] - 1] are the kept class indices (repeats collapsed, blanks =
-// class 0 removed) and mean_prob[i] the mean of their probabilities (0 when none).
-void ctc_greedy(const float* probs, int64_t n, int64_t t, int64_t c, int64_t stride_n,
+// class 0 removed) and mean_prob[i] the mean of their probabilities (0 when none). Returns false
+// when some probability is NaN or infinite (the outputs are then meaningless).
+bool ctc_greedy(const float* probs, int64_t n, int64_t t, int64_t c, int64_t stride_n,
                 int64_t stride_t, int64_t stride_c, int32_t* labels, int32_t* lengths,
                 float* mean_prob) noexcept;
 
