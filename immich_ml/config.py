@@ -46,6 +46,8 @@ PRECISIONS = ("FP32", "FP16")
 MODEL_PRECISIONS = ("FP32", "FP16", "INT8")
 PLACEMENTS = ("auto", "cpu")
 DEVICES = ("auto", "cpu", "cuda", "rocm", "openvino", "coreml", "armnn", "rknn")
+# Where Immich (through RapidOCR 3.8.1) downloads PP-OCRv5 files from.
+OCR_MODEL_URL = "https://www.modelscope.cn/models/RapidAI/RapidOCR/resolve/v3.8.0/onnx/PP-OCRv5"
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,9 @@ class Settings:
     rocm_precision: str = "FP32"
     model_organization: str = "immich-app"
     model_revision: str = "main"
+    # huggingface_hub's HF_HUB_OFFLINE, which Immich users set to forbid downloads; the OCR registry
+    # download (not a Hugging Face one) honours it too.
+    hf_hub_offline: bool = False
     device_ids: tuple[str, ...] = ("0",)
     device_id: str = "0"
     host: str = "[::]"
@@ -139,6 +144,8 @@ class Settings:
     # JPEG DCT-domain downscaled decoding when the model input is much smaller than the image.
     fast_decode: bool = True
     worker_start_timeout_s: int = 300
+    # Base URL of RapidOCR's PP-OCRv5 files (a mirror, or a local server in tests).
+    ocr_model_url: str = OCR_MODEL_URL
 
     @property
     def log_level_number(self) -> int:
@@ -305,6 +312,8 @@ _SETTINGS: dict[str, tuple[str, Parser]] = {
     "max_image_pixels": (_M + "MAX_IMAGE_PIXELS", _int(1)),
     "fast_decode": (_M + "FAST_DECODE", _bool),
     "worker_start_timeout_s": (_M + "WORKER_START_TIMEOUT_S", _int(1)),
+    "hf_hub_offline": ("HF_HUB_OFFLINE", _bool),
+    "ocr_model_url": (_M + "OCR_MODEL_URL", _text),
 }
 _PRELOADS: dict[str, tuple[str, Parser]] = {
     **{f: (_PRELOAD + key, _names) for f, key in _TASK_TYPES.items()},

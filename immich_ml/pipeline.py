@@ -29,6 +29,7 @@ from immich_ml.models.cache import ModelStore
 from immich_ml.models.catalog import ModelSpec, resolve
 from immich_ml.models.facial_recognition.recognition import detections_to_json
 from immich_ml.models.manager import ModelManager
+from immich_ml.models.ocr.detection import TextBoxes, text_boxes_to_json
 from immich_ml.models.timing import Stages
 from immich_ml.ops.detect import Detections
 from immich_ml.ops.image import decode_image
@@ -98,6 +99,8 @@ class Pipeline:
         for task, value in list(response.items()):
             if isinstance(value, Detections):
                 response[task] = detections_to_json(value)
+            elif isinstance(value, TextBoxes):
+                response[task] = text_boxes_to_json(value)
         return response
 
     def _plan(self, entries: Sequence[Entry], image: bytes | None, text: str | None) -> list[_Step]:

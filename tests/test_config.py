@@ -25,6 +25,7 @@ def test_defaults_are_immichs() -> None:
     assert (s.rknn, s.rknn_threads) == (True, 1)
     assert s.preload == PreloadModels() and s.preload.ocr_max_resolution == 736
     assert s.max_batch_size == MaxBatchSize(facial_recognition=None, ocr=6)
+    assert s.ocr_model_url.endswith("RapidAI/RapidOCR/resolve/v3.8.0/onnx/PP-OCRv5") and not s.hf_hub_offline
     assert (s.openvino_precision, s.rocm_precision) == ("FP32", "FP32")
     assert (s.model_organization, s.model_revision) == ("immich-app", "main")
     assert (s.device_ids, s.device_id) == (("0",), "0")
@@ -42,6 +43,8 @@ def test_values_are_read_case_insensitively_with_nested_keys() -> None:
         "MACHINE_LEARNING_PRELOAD__FACIAL_RECOGNITION__DETECTION": "buffalo_l",
         "MACHINE_LEARNING_MAX_BATCH_SIZE__FACIAL_RECOGNITION": "8",
         "MACHINE_LEARNING_MAX_BATCH_SIZE__OCR": "2",
+        "MACHINE_LEARNING_OCR_MODEL_URL": "http://mirror.local/ppocr",
+        "HF_HUB_OFFLINE": "1",
         "MACHINE_LEARNING_OPENVINO_PRECISION": "fp16",
         "MACHINE_LEARNING_DEVICE_IDS": "0,1",
         "MACHINE_LEARNING_MODEL_REVISION": "v2",
@@ -56,6 +59,7 @@ def test_values_are_read_case_insensitively_with_nested_keys() -> None:
     assert s.preload.facial_recognition_detection == ("buffalo_l",)
     assert s.preload.clip_visual == () and s.preload.facial_recognition_recognition == ()
     assert s.max_batch_size == MaxBatchSize(facial_recognition=8, ocr=2)
+    assert s.ocr_model_url == "http://mirror.local/ppocr" and s.hf_hub_offline
     assert s.openvino_precision == "FP16"
     assert s.device_ids == ("0", "1") and s.device_id == "0"
     assert s.model_revision == "v2" and s.ann is False and s.fast_decode is False

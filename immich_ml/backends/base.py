@@ -79,6 +79,10 @@ class SessionOptions:
     intra_op_threads: int = 0
     # Human-readable model identity for logs and health (e.g. "clip/ViT-B-32__openai/visual").
     label: str = ""
+    # Set for models that run on ONNX Runtime by design on ARM NN / RKNN targets unless an export of
+    # them is on disk (OCR, as upstream): why, with "{kind}" for the bridge. Such a model is not a
+    # failed placement: DEVICE_STRICT does not refuse it, and health shows this text as the reason.
+    onnx_runtime_reason: str = ""
 
 
 @dataclass(frozen=True)

@@ -107,6 +107,13 @@ def open_session(
 
     if target.kind in BRIDGES:
         reason = _open_bridge_reason(artifacts, settings, target)
+        if reason is not None and options.onnx_runtime_reason:
+            text = f"{options.onnx_runtime_reason.format(kind=target.kind)} ({reason})"
+            log.info("%s runs on ONNX Runtime: %s", options.label or artifacts.onnx, text)
+            return OrtSession(
+                artifacts, settings, Target("cpu", target.device_id), options,
+                fallback_reason=text, requested=str(target),
+            )
         if reason is None:
             try:
                 return _bridge_session(artifacts, settings, target, options)

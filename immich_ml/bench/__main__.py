@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 
 from immich_ml.backends import registry
-from immich_ml.bench import floor, inputs, parity, report, suite
+from immich_ml.bench import floor, inputs, parity, report, suite, text_images
 from immich_ml.bench.reference import Reference
 from immich_ml.bench.workloads import WORKLOADS, build_workloads
 from immich_ml.config import MODEL_PRECISIONS, Settings, load_settings
@@ -56,6 +56,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--workloads", type=_csv, help=f"comma-separated, from {','.join(WORKLOADS)}")
     parser.add_argument("--clip-model", help=f"CLIP model name (default {starter.CLIP_MODEL})")
     parser.add_argument("--face-model", default=starter.FACE_MODEL, help="face model name")
+    parser.add_argument("--ocr-model", default=starter.OCR_MODEL, help="OCR model name")
     parser.add_argument("--devices", type=_csv, help="device kinds (default: every available one of "
                         + ",".join(ORT_KINDS) + ")")
     parser.add_argument("--precisions", type=_csv, help="FP32,INT8,FP16 (default FP32 and INT8 on the CPU)")
@@ -133,13 +134,16 @@ def plan_rows(args: argparse.Namespace, settings: Settings) -> list[suite.Row]:
     return rows
 
 
-def _ensure_starter(cache: Path, clip_model: str, face_model: str, workloads: Sequence[str]) -> None:
+def _ensure_starter(cache: Path, clip_model: str, face_model: str, workloads: Sequence[str],
+                    ocr_model: str = starter.OCR_MODEL) -> None:
     components = []
     if any(w.startswith("clip") for w in workloads):
         components += [c for c, name in (("clip", starter.CLIP_MODEL), ("tiny-clip", starter.TINY_CLIP_MODEL))
                        if name == clip_model]
     if "faces" in workloads and face_model == starter.FACE_MODEL:
         components.append("faces")
+    if "ocr" in workloads and ocr_model == starter.OCR_MODEL:
+        components.append("ocr")
     starter.install(cache, only=components)
 
 
@@ -175,10 +179,11 @@ def _run(args: argparse.Namespace, base: Settings, cache: Path, workload_names: 
          clip_model: str, plan: suite.Plan) -> int:
     from tqdm import tqdm
 
-    _ensure_starter(cache, clip_model, args.face_model, workload_names)
+    _ensure_starter(cache, clip_model, args.face_model, workload_names, args.ocr_model)
     images = inputs.load_inputs(cache, starter.photos(cache), phones=not (args.no_phone or args.quick))
     workloads = build_workloads(workload_names, cache, clip_model=clip_model, face_model=args.face_model,
-                                images=images, texts=inputs.SEARCH_TEXTS)
+                                images=images, texts=inputs.SEARCH_TEXTS, ocr_model=args.ocr_model,
+                                text_images=text_images.bench_images() if "ocr" in workload_names else ())
     rows = plan_rows(args, base)
     machine = machine_info()
     matmul = floor.matmul_floor(n=1024 if args.quick else 2048, repeats=3 if args.quick else 7)
@@ -243,8 +248,8 @@ def floor_figures(gflop: float | None, matmul: floor.MatmulFloor) -> dict[str, f
 
 def _gflop_per_request(result: dict[str, Any], per_model: list[float | None]) -> float | None:
     """GFLOP one request needs: the model's, or for faces detection + faces × recognition (mean)."""
-    if any(g is None for g in per_model):
-        return None
+    if any(g is None for g in per_model) or result["workload"] == "ocr":
+        return None  # OCR: input sizes vary per image
     if result["workload"] != "faces":
         return per_model[0]
     detection, recognition = per_model[0], per_model[1]

@@ -118,11 +118,7 @@ def format_result(result: dict[str, Any]) -> list[str]:
             f"{_f(run['vs_reference'], 2):>8}"
         )
     overhead = result["overhead"]
-    agreement = "; ".join(
-        f"{name}: cos ≥ {a['min_cosine']:.4f}"
-        + (f", faces {a['faces_ours']}/{a['faces_other']} matched {a['faces_matched']}" if "faces_ours" in a else "")
-        for name, a in result["agreement"].items()
-    )
+    agreement = "; ".join(_agreement(name, a) for name, a in result["agreement"].items())
     lines.append(
         f"  overhead over inference: in-process {_pct(overhead.get('in-process'))}, http {_pct(overhead.get('http'))}"
         f" (http over in-process {_pct(overhead.get('http-over-in-process'))})"
@@ -132,6 +128,14 @@ def format_result(result: dict[str, Any]) -> list[str]:
     if agreement:
         lines.append(f"  agreement with in-process answers: {agreement}")
     return lines
+
+
+def _agreement(name: str, a: dict[str, Any]) -> str:
+    if "texts_ours" in a:
+        return (f"{name}: texts {a['texts_ours']}/{a['texts_other']}, same {a['texts_same']}, "
+                f"|Δ textScore| ≤ {a['max_text_score_difference']}, |Δ boxScore| ≤ {a['max_box_score_difference']}")
+    return f"{name}: cos ≥ {a['min_cosine']:.4f}" + (
+        f", faces {a['faces_ours']}/{a['faces_other']} matched {a['faces_matched']}" if "faces_ours" in a else "")
 
 
 def format_summary(summaries: Sequence[dict[str, Any]]) -> list[str]:

@@ -211,11 +211,12 @@ def _predict(pipeline: Pipeline, entries: tuple[Entry, ...], payload: bytes | st
 def _placement(pipeline: Pipeline, workload: Workload) -> list[dict[str, Any]]:
     """Where the workload's models run, from the pipeline's status (provider, device, precision)."""
     keys = ("task", "type", "name", "backend", "provider", "device", "precision", "fallback_reason")
-    task = "facial-recognition" if workload.name == "faces" else "clip"
+    task = {"faces": "facial-recognition", "ocr": "ocr"}.get(workload.name, "clip")
     kind = workload.name.removeprefix("clip-") if task == "clip" else None
+    names = {workload.model, workload.model.split("__")[-1]}  # OCR language variants share the detector
     return [
         {k: model.get(k) for k in keys}
         for model in pipeline.status()
-        if model.get("name") == workload.model and model.get("task") == task
+        if model.get("name") in names and model.get("task") == task
         and (kind is None or model.get("type") == kind)
     ]

@@ -19,9 +19,13 @@ import orjson
 from immich_ml.bench.inputs import BenchImage
 from immich_ml.bench.reference import Reference, ReferenceClipTextual, ReferenceClipVisual
 from immich_ml.bench.reference_faces import ReferenceFaces
+from immich_ml.bench.reference_ocr import ReferenceOcr
+from immich_ml.bench.text_images import TextImage
 
-WORKLOADS = ("clip-visual", "clip-textual", "faces")
+WORKLOADS = ("clip-visual", "clip-textual", "faces", "ocr")
 FACE_MIN_SCORE = 0.7
+# Immich v3's default OCR request (server system config defaults).
+OCR_OPTIONS = {"detection": {"minScore": 0.5, "maxResolution": 736}, "recognition": {"minScore": 0.8}}
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,12 @@ class Workload:
             return ReferenceClipVisual(self.model_dir / "visual")
         if self.name == "clip-textual":
             return ReferenceClipTextual(self.model_dir / "textual")
+        if self.name == "ocr":
+            detector = self.model_dir.parent / self.model.split("__")[-1] / "detection"
+            return ReferenceOcr(detector, self.model_dir / "recognition",
+                                max_resolution=int(OCR_OPTIONS["detection"]["maxResolution"]),
+                                det_min_score=OCR_OPTIONS["detection"]["minScore"],
+                                rec_min_score=OCR_OPTIONS["recognition"]["minScore"])
         return ReferenceFaces(self.model_dir, min_score=FACE_MIN_SCORE)
 
 
@@ -57,6 +67,8 @@ def build_workloads(
     face_model: str,
     images: Sequence[BenchImage],
     texts: Sequence[str],
+    ocr_model: str = "PP-OCRv5_mobile",
+    text_images: Sequence[TextImage] = (),
 ) -> list[Workload]:
     """The workloads called ``names`` (in :data:`WORKLOADS` order) on the given inputs."""
     clip_dir = cache_folder / "clip" / clip_model
@@ -71,6 +83,15 @@ def build_workloads(
             entries: dict[str, Any] = {"clip": {"visual": {"modelName": clip_model}}}
             built.append(Workload(name, clip_model, orjson.dumps(entries).decode(), image_payloads,
                                   image_labels, (clip_dir / "visual" / "model.onnx",), clip_dir))
+        elif name == "ocr":
+            ocr_dir = cache_folder / "ocr" / ocr_model
+            entries = {"ocr": {kind: {"modelName": ocr_model, "options": options}
+                               for kind, options in OCR_OPTIONS.items()}}
+            detector = cache_folder / "ocr" / ocr_model.split("__")[-1] / "detection" / "model.onnx"
+            built.append(Workload(name, ocr_model, orjson.dumps(entries).decode(),
+                                  tuple(image.data for image in text_images),
+                                  tuple(image.name for image in text_images),
+                                  (detector, ocr_dir / "recognition" / "model.onnx"), ocr_dir))
         elif name == "clip-textual":
             entries = {"clip": {"textual": {"modelName": clip_model}}}
             built.append(Workload(name, clip_model, orjson.dumps(entries).decode(), tuple(texts),
@@ -139,11 +160,19 @@ class Agreement:
     faces_other: int = 0
     faces_matched: int = 0
     compared: int = 0
+    texts_ours: int = 0
+    texts_other: int = 0
+    texts_same: int = 0
+    max_text_score_difference: float = 0.0
+    max_box_score_difference: float = 0.0
 
     def add(self, workload: str, ours: dict[str, Any], other: dict[str, Any]) -> None:
         self.compared += 1
         if workload.startswith("clip"):
             self.min_cosine = min(self.min_cosine, cosine(_vector(ours["clip"]), _vector(other["clip"])))
+            return
+        if workload == "ocr":
+            self._add_ocr(ours["ocr"], other["ocr"])
             return
         a, b = ours["facial-recognition"], other["facial-recognition"]
         self.faces_ours += len(a)
@@ -152,8 +181,31 @@ class Agreement:
             self.faces_matched += 1
             self.min_cosine = min(self.min_cosine, cosine(_vector(a[i]["embedding"]), _vector(b[j]["embedding"])))
 
+    def _add_ocr(self, ours: dict[str, Any], other: dict[str, Any]) -> None:
+        """Texts equal (as multisets, so a reading-order difference is not counted as a wrong text);
+        score differences between texts that are equal and at the same position."""
+        a, b = list(ours["text"]), list(other["text"])
+        self.texts_ours += len(a)
+        self.texts_other += len(b)
+        remaining = list(b)
+        for text in a:
+            if text in remaining:
+                remaining.remove(text)
+                self.texts_same += 1
+        for i, text in enumerate(a):
+            if i < len(b) and b[i] == text:
+                self.max_text_score_difference = max(
+                    self.max_text_score_difference, abs(ours["textScore"][i] - other["textScore"][i]))
+                self.max_box_score_difference = max(
+                    self.max_box_score_difference, abs(ours["boxScore"][i] - other["boxScore"][i]))
+
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"compared": self.compared, "min_cosine": round(self.min_cosine, 6)}
+        if self.texts_ours or self.texts_other:
+            return {"compared": self.compared, "texts_ours": self.texts_ours, "texts_other": self.texts_other,
+                    "texts_same": self.texts_same,
+                    "max_text_score_difference": round(self.max_text_score_difference, 5),
+                    "max_box_score_difference": round(self.max_box_score_difference, 5)}
         if self.faces_ours or self.faces_other:
             data |= {"faces_ours": self.faces_ours, "faces_other": self.faces_other,
                      "faces_matched": self.faces_matched}

@@ -25,6 +25,8 @@ from immich_ml.config import Settings
 from immich_ml.errors import ModelLoadError, ModelUnavailable, UnknownModel
 from immich_ml.models import hub
 from immich_ml.models.catalog import ModelSpec
+from immich_ml.models.constants import ModelSource
+from immich_ml.models.ocr import download as ocr_download
 from immich_ml.schemas import ModelFormat
 
 log = logging.getLogger(__name__)
@@ -182,7 +184,9 @@ class ModelStore:
         ``required`` are the files besides the model binary that the model reads (relative to the root).
         Raises :class:`ModelUnavailable` when the model is missing and cannot be fetched.
         """
-        primary = self._formats[0]
+        # OCR files come from RapidOCR's registry, which has ONNX only; an RKNN detector export placed
+        # in the usual rknpu/<soc>/ folder is still offered to the backend by ModelFiles.artifacts().
+        primary = ModelFormat.ONNX if spec.source == ModelSource.PADDLE else self._formats[0]
         root = self.root(spec)
         if not self.missing(spec, required, primary):
             return ModelFiles(spec, root, primary)
@@ -240,6 +244,15 @@ class ModelStore:
         log.info(
             "Downloading %s model '%s' to %s. This may take a while.", spec.type.value, spec.name, root
         )
+        if spec.source == ModelSource.PADDLE:
+            ocr_download.fetch(
+                spec.name,
+                spec.type,
+                root / spec.type.value / "model.onnx",
+                base_url=self._settings.ocr_model_url,
+                offline=self._settings.hf_hub_offline,
+            )
+            return
         hub.snapshot(
             self.repo_id(spec),
             revision=self._revision,

@@ -33,7 +33,8 @@ _ACCEPTS: dict[tuple[ModelTask, ModelType], frozenset[ModelSource]] = {
 _SUGGEST: dict[ModelTask, tuple[str, ...]] = {
     ModelTask.SEARCH: ("ViT-B-32__openai", *sorted(STARTER_CLIP_MODELS)),
     ModelTask.FACIAL_RECOGNITION: ("buffalo_l", *sorted(STARTER_FACE_MODELS)),
-    ModelTask.OCR: ("PP-OCRv5_mobile",),
+    # Short enough to list whole: Immich's default first.
+    ModelTask.OCR: ("PP-OCRv5_mobile", *sorted(PADDLE_MODELS - {"PP-OCRv5_mobile"})),
 }
 _COUNTS: dict[ModelTask, int] = {
     ModelTask.SEARCH: len(OPENCLIP_MODELS | MCLIP_MODELS | STARTER_CLIP_MODELS),
@@ -78,4 +79,7 @@ def resolve(model_name: str, task: ModelTask, model_type: ModelType) -> ModelSpe
             f"Valid names include {suggestions} ({_COUNTS[task]} in all; see README 'Models' for the "
             "full list)."
         )
+    if task == ModelTask.OCR and model_type == ModelType.DETECTION:
+        # Language variants (EN__PP-OCRv5_mobile ...) share one detector, cached and loaded once.
+        name = name.split("__")[-1]
     return ModelSpec(name, task, model_type, source)

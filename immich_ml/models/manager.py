@@ -24,6 +24,8 @@ from immich_ml.models.constants import ModelSource
 from immich_ml.models.facial_recognition.detection import FaceDetector
 from immich_ml.models.facial_recognition.recognition import FaceRecognizer
 from immich_ml.models.memory import release_memory
+from immich_ml.models.ocr.detection import TextDetector
+from immich_ml.models.ocr.recognition import TextRecognizer
 from immich_ml.schemas import ModelTask, ModelType
 
 log = logging.getLogger(__name__)
@@ -42,11 +44,11 @@ def model_class(spec: ModelSpec) -> type[InferenceModel]:
             return FaceDetector
         case (ModelTask.FACIAL_RECOGNITION, ModelType.RECOGNITION):
             return FaceRecognizer
-    raise UnknownModel(
-        f"{spec.task.value} {spec.type.value} models ({spec.name}) are not supported by this version of "
-        "immich_ml yet; disable the feature in Immich's administration settings or route it to "
-        "Immich's own machine-learning service."
-    )
+        case (ModelTask.OCR, ModelType.DETECTION):
+            return TextDetector
+        case (ModelTask.OCR, ModelType.RECOGNITION):
+            return TextRecognizer
+    raise UnknownModel(f"Task {spec.task.value} has no model type {spec.type.value} ({spec.name}).")
 
 
 # Immich's preload order: textual, visual, face detection, face recognition, OCR detection, recognition.

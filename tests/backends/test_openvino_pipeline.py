@@ -2,6 +2,7 @@
 
 CLIP (tiny and ViT-B-32 non-semantic starters): embedding cosine >= 0.999. Faces (SCRFD + SFace
 on astronaut and the Solvay photo): same faces, boxes within 2 px, embeddings cosine >= 0.999.
+OCR (PP-OCRv5 mobile starter on rendered text): same texts, scores within 0.01.
 Every model must report OpenVINO as its provider, without a fallback.
 Run: ``.venv-openvino/bin/python -m pytest -m openvino``.
 """
@@ -35,6 +36,11 @@ pytestmark = [
 ]
 CLIP_MODELS = ("ViT-tiny__nonsemantic", "ViT-B-32__nonsemantic")
 FACES = "scrfd_sface"
+OCR_MODEL = "PP-OCRv5_mobile"
+OCR_ENTRIES = [
+    Entry(OCR_MODEL, ModelTask.OCR, ModelType.DETECTION, {"minScore": 0.5, "maxResolution": 736}),
+    Entry(OCR_MODEL, ModelTask.OCR, ModelType.RECOGNITION, {"minScore": 0.8}),
+]
 FACE_ENTRIES = [
     Entry(FACES, ModelTask.FACIAL_RECOGNITION, ModelType.DETECTION, {"minScore": 0.5}),
     Entry(FACES, ModelTask.FACIAL_RECOGNITION, ModelType.RECOGNITION),
@@ -60,6 +66,7 @@ def ov_cache(starter_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     cache = tmp_path_factory.mktemp("ov-cache")
     for name in CLIP_MODELS:
         _mirror(starter_cache / "clip" / name, cache / "clip" / name)
+    _mirror(starter_cache / "ocr" / OCR_MODEL, cache / "ocr" / OCR_MODEL)
     faces = cache / "facial-recognition" / FACES
     _mirror(starter_cache / "facial-recognition" / FACES, faces)
     recognizer = faces / "recognition" / "model.onnx"
@@ -125,4 +132,20 @@ def test_face_parity(pipelines: tuple[Any, Any], photos: dict[str, Path], photo:
         cos = nets.cosine_rows(_vector(ref[j]["embedding"])[None], _vector(face["embedding"])[None])[0]
         assert cos >= 0.999, (photo, i, cos)
         assert abs(ref[j]["score"] - face["score"]) < 0.01
+    _assert_on_openvino(ov)
+
+
+def test_ocr_parity(pipelines: tuple[Any, Any]) -> None:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "models" / "ocr"))
+    import render
+
+    cpu, ov = pipelines
+    for image, expected in ((render.sign(), [render.SIGN]), (render.lines(), render.LINES)):
+        ref = cpu.predict(OCR_ENTRIES, image=image)["ocr"]
+        got = ov.predict(OCR_ENTRIES, image=image)["ocr"]
+        assert ref["text"] == got["text"] == expected
+        np.testing.assert_allclose(got["textScore"], ref["textScore"], atol=0.01)
+        np.testing.assert_allclose(got["boxScore"], ref["boxScore"], atol=0.01)
     _assert_on_openvino(ov)

@@ -23,6 +23,8 @@ from immich_ml.models.base import ModelRequest
 from immich_ml.models.cache import ModelStore
 from immich_ml.models.catalog import resolve
 from immich_ml.models.clip.textual import MClipTextual, OpenClipTextual
+from immich_ml.models.ocr.detection import TextDetector
+from immich_ml.models.ocr.recognition import TextRecognizer
 from immich_ml.models.manager import ModelManager, model_class, preload_specs
 from immich_ml.models.timing import Stages
 from immich_ml.schemas import ModelTask, ModelType
@@ -75,8 +77,8 @@ def test_one_object_per_model(settings: Settings) -> None:
 def test_textual_class_follows_the_model_family() -> None:
     assert model_class(TEXTUAL) is OpenClipTextual
     assert model_class(resolve("XLM-Roberta-Large-Vit-B-32", CLIP, ModelType.TEXTUAL)) is MClipTextual
-    with pytest.raises(UnknownModel, match="not supported"):
-        model_class(resolve("PP-OCRv5_mobile", ModelTask.OCR, ModelType.DETECTION))
+    assert model_class(resolve("PP-OCRv5_mobile", ModelTask.OCR, ModelType.DETECTION)) is TextDetector
+    assert model_class(resolve("EN__PP-OCRv5_mobile", ModelTask.OCR, ModelType.RECOGNITION)) is TextRecognizer
 
 
 def test_ttl_eviction_closes_the_session_and_reloads_on_next_use(

@@ -37,7 +37,29 @@ FACES = orjson.dumps({
         "recognition": {"modelName": FACE_MODEL},
     }
 }).decode()
+OCR_MODEL = "PP-OCRv5_mobile"
+OCR = orjson.dumps({  # Immich v3's default OCR request
+    "ocr": {
+        "detection": {"modelName": OCR_MODEL, "options": {"minScore": 0.5, "maxResolution": 736}},
+        "recognition": {"modelName": OCR_MODEL, "options": {"minScore": 0.8}},
+    }
+}).decode()
 NODE = shutil.which("node")
+OCR_SIGN = "OPEN 24 HOURS"
+
+
+def sign_png(text: str = OCR_SIGN, size: tuple[int, int] = (520, 160)) -> bytes:
+    import io
+
+    import matplotlib
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.truetype(str(Path(matplotlib.__file__).parent / "mpl-data/fonts/ttf/DejaVuSans.ttf"), 44)
+    image = Image.new("RGB", size, "white")
+    ImageDraw.Draw(image).text((30, 50), text, fill="black", font=font)
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    return out.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +73,8 @@ def service(starter_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> It
         "MACHINE_LEARNING_WORKERS": "2",
         "MACHINE_LEARNING_REQUEST_THREADS": "2",
         "MACHINE_LEARNING_PRELOAD__CLIP__TEXTUAL": TINY_CLIP_MODEL,
+        # Immich's own setting for its default OCR model: the workers must start with it.
+        "MACHINE_LEARNING_PRELOAD__OCR__DETECTION": OCR_MODEL,
         "MACHINE_LEARNING_MODEL_TTL": "2",
         "MACHINE_LEARNING_MODEL_TTL_POLL_S": "1",
     }
@@ -143,6 +167,37 @@ def test_error_cases(service: LiveService, photos: dict[str, Path]) -> None:
     truncated = photos["astronaut"].read_bytes()[:5000]
     assert failure(service.predict({"entries": FACES, "image": truncated}), 400)
     assert service.get("/ping")[0] == 200
+
+
+def test_ocr(service: LiveService, reference: Pipeline) -> None:
+    image = sign_png()
+    answer = ok(service.predict({"entries": OCR, "image": image}))
+    assert (answer["imageHeight"], answer["imageWidth"]) == (160, 520)
+    assert answer["ocr"]["text"] == [OCR_SIGN]
+    assert answer["ocr"] == reference.predict(parse_entries(OCR), image=image)["ocr"]
+    assert len(answer["ocr"]["box"]) == 8 and 0.5 < answer["ocr"]["boxScore"][0] <= 1
+    loaded = [m for w in service.json("/health")["workers"] for m in w["models"] if m["task"] == "ocr"]
+    assert {(m["type"], m["name"]) for m in loaded} >= {("detection", OCR_MODEL), ("recognition", OCR_MODEL)}
+
+
+def test_ocr_bad_images_are_client_errors(service: LiveService) -> None:
+    import io
+
+    from PIL import Image
+
+    assert "decode" in failure(service.predict({"entries": OCR, "image": b"\x89PNG\r\n\x1a\n broken"}), 400)
+    assert "zero" in failure(service.predict({"entries": OCR, "image": b""}), 400)
+    huge = io.BytesIO()
+    Image.new("L", (10_001, 10_001)).save(huge, "PNG")  # 100,020,001 pixels > MAX_IMAGE_PIXELS
+    assert "pixels" in failure(service.predict({"entries": OCR, "image": huge.getvalue()}), 400)
+    unknown = orjson.dumps({"ocr": {"detection": {"modelName": "PP-OCRv9_tiny"},
+                                    "recognition": {"modelName": "PP-OCRv9_tiny"}}}).decode()
+    detail = failure(service.predict({"entries": unknown, "image": sign_png()}), 400)
+    assert "PP-OCRv9_tiny" in detail and OCR_MODEL in detail
+    bad = orjson.dumps({"ocr": {"detection": {"modelName": OCR_MODEL, "options": {"maxResolution": 0}},
+                                "recognition": {"modelName": OCR_MODEL}}}).decode()
+    assert "maxResolution" in failure(service.predict({"entries": bad, "image": sign_png()}), 400)
+    assert ok(service.predict({"entries": OCR, "image": sign_png()}))["ocr"]["text"] == [OCR_SIGN]
 
 
 def test_many_concurrent_clients_reach_both_workers(service: LiveService, photos: dict[str, Path]) -> None:
@@ -265,10 +320,16 @@ def test_node_fetch_client(service: LiveService, photos: dict[str, Path], tmp_pa
         f"const faces = await ok(predict({FACES}, image));\n"
         f"const visual = await ok(predict({VISUAL}, image));\n"
         f"const text = await ok(predict({TEXT}, 'an astronaut'));\n"
-        "console.log(JSON.stringify({ faces, visual, text }));\n"
+        "const sign = new Uint8Array(readFileSync(process.argv[3]));\n"
+        f"const ocr = await ok(predict({OCR}, sign));\n"
+        "console.log(JSON.stringify({ faces, visual, text, ocr }));\n"
     )
     image = photos["astronaut"]
-    result = subprocess.run([str(NODE), str(script), str(image)], capture_output=True, text=True, timeout=60)
+    sign = tmp_path / "sign.png"
+    sign.write_bytes(sign_png())
+    result = subprocess.run(
+        [str(NODE), str(script), str(image), str(sign)], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     out = orjson.loads(result.stdout)
     assert out["faces"]["imageWidth"] == 512 and len(out["faces"]["facial-recognition"]) >= 1
@@ -277,6 +338,7 @@ def test_node_fetch_client(service: LiveService, photos: dict[str, Path], tmp_pa
     assert out["visual"]["clip"] == raw_visual["clip"]  # the string Immich stores, byte for byte
     raw_text = ok(service.predict({"entries": TEXT, "text": "an astronaut"}))
     assert out["text"]["clip"] == raw_text["clip"]
+    assert out["ocr"]["ocr"]["text"] == [OCR_SIGN] and out["ocr"]["imageWidth"] == 520
 
 
 def test_ipv4_and_ipv6_clients(service: LiveService) -> None:

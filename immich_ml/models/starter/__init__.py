@@ -5,7 +5,7 @@
 * ``clip/ViT-B-32__nonsemantic`` and ``clip/ViT-tiny__nonsemantic``: the OpenAI CLIP ViT
   architecture with random weights and the real CLIP tokenizer. Their embeddings mean nothing.
 
-``python -m immich_ml.models.starter install [--cache DIR] [--only faces,clip,tiny-clip]`` runs the
+``python -m immich_ml.models.starter install [--cache DIR] [--only faces,clip,tiny-clip,ocr]`` runs the
 same :func:`install` from a shell.
 """
 
@@ -17,12 +17,13 @@ from immich_ml.models.starter.installer import (
     CLIP_MODEL,
     COMPONENTS,
     FACE_MODEL,
+    OCR_MODEL,
     TINY_CLIP_MODEL,
     install,
     photos_in,
 )
 
-__all__ = ["CLIP_MODEL", "COMPONENTS", "FACE_MODEL", "TINY_CLIP_MODEL", "install", "photos"]
+__all__ = ["CLIP_MODEL", "COMPONENTS", "FACE_MODEL", "OCR_MODEL", "TINY_CLIP_MODEL", "install", "photos"]
 
 
 def photos(cache_folder: Path) -> dict[str, Path]:

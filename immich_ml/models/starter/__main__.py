@@ -1,4 +1,4 @@
-"""``python -m immich_ml.models.starter install [--cache DIR] [--only faces,clip,tiny-clip]``."""
+"""``python -m immich_ml.models.starter install [--cache DIR] [--only faces,clip,tiny-clip,ocr]``."""
 
 from __future__ import annotations
 

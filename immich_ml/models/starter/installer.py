@@ -24,13 +24,14 @@ from pathlib import Path
 from types import ModuleType
 
 from immich_ml.errors import InvalidInput
-from immich_ml.models.starter import clip, clip_graph, faces, fetch, sample_photos, tokenizer
+from immich_ml.models.starter import clip, clip_graph, faces, fetch, ocr, sample_photos, tokenizer
 
 log = logging.getLogger(__name__)
 
 FACE_MODEL = "scrfd_sface"
 CLIP_MODEL = "ViT-B-32__nonsemantic"
 TINY_CLIP_MODEL = "ViT-tiny__nonsemantic"
+OCR_MODEL = ocr.MODEL_NAME
 CLIP_SEED = 20240611
 STATE_DIR = ".starter"
 
@@ -79,6 +80,12 @@ COMPONENTS: dict[str, Component] = {
     ),
     "clip": _clip_component("clip", CLIP_MODEL, clip_graph.VIT_B_32),
     "tiny-clip": _clip_component("tiny-clip", TINY_CLIP_MODEL, clip_graph.VIT_TINY),
+    "ocr": Component(
+        "ocr",
+        Path("ocr") / OCR_MODEL,
+        _recipe(ocr.DETECTOR_ONNX.sha256, ocr.RECOGNIZER_WITH_CHARSET_SHA256),
+        ocr.write_ocr_model,
+    ),
 }
 PHOTOS = Component(
     "photos",
@@ -91,7 +98,7 @@ PHOTOS = Component(
 def install(cache_folder: Path, *, only: Iterable[str] | None = None) -> None:
     """Install the starter models (all of :data:`COMPONENTS`, or those named in ``only``) into ``cache_folder``.
 
-    ``only`` takes ``"faces"``, ``"clip"``, ``"tiny-clip"``. Already-installed, intact components
+    ``only`` takes ``"faces"``, ``"clip"``, ``"tiny-clip"``, ``"ocr"``. Already-installed, intact components
     cost a digest check. Raises :class:`~immich_ml.errors.InvalidInput` for an unknown name and
     :class:`~immich_ml.errors.ModelUnavailable` when a package cannot be downloaded or a digest
     does not match.
