@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import multiprocessing
 import os
 import threading
@@ -162,14 +163,19 @@ class WorkerPool(Supervision):
         with self._changed:
             slot = self._choose(self._role(entries))
             job_id = next(self._job_ids)
-            slot.pending[job_id] = Pending(future, time.monotonic() + self._settings.worker_timeout)
+            # No deadline until the worker says a thread started it (protocol.Started):
+            # WORKER_TIMEOUT measures run time, not time queued behind other requests.
+            slot.pending[job_id] = Pending(future, math.inf)
+            # The longest this caller can wait: queued behind a full slot, every run before
+            # it hitting the timeout.
+            rounds = -(-slot.capacity // slot.threads)
             # The pipe of the process the job was registered with: should that process die
             # first, the job fails with it and must not reach its replacement.
             connection = slot.jobs
         # Entries are frozen dataclasses; the image follows as one raw message (no pickle copy).
         self._send(slot, PredictJob(job_id, tuple(entries), text, image is not None), image, connection)
         try:
-            return future.result(timeout=self._settings.worker_timeout + _CALLER_GRACE_S)
+            return future.result(timeout=self._settings.worker_timeout * rounds + _CALLER_GRACE_S)
         except FutureTimeout:
             raise WorkerTimeout(
                 f"{slot.name} did not answer within {self._settings.worker_timeout} s."

@@ -33,6 +33,7 @@ from immich_ml.workers.protocol import (
     Prediction,
     Ready,
     StartFailed,
+    Started,
     StatusReply,
 )
 from immich_ml.workers.slot import (
@@ -131,6 +132,11 @@ class Supervision:
                     pending.future.set_result(Prediction(message.body, meta, slot.plan.index))
                 else:
                     pending.future.set_exception(message.error)
+        elif isinstance(message, Started):
+            with self._lock:
+                running = slot.pending.get(message.job_id)
+                if running is not None:
+                    running.deadline = time.monotonic() + self._settings.worker_timeout
         elif isinstance(message, StatusReply):
             with self._lock:
                 query = slot.queries.pop(message.job_id, None)
