@@ -46,7 +46,7 @@ def error_detail(error: Any, content_length: int | None, limit_bytes: int) -> st
     return f"{error.reason}: {error.body}."
 
 
-class JsonErrorTask(ErrorTask):
+class JsonErrorTask(ErrorTask):  # type: ignore[misc]  # waitress ships no types
     """Waitress's error answer with the service's JSON body."""
 
     def execute(self) -> None:
@@ -62,7 +62,7 @@ class JsonErrorTask(ErrorTask):
         self.channel.linger = True
 
 
-class JsonErrorChannel(HTTPChannel):
+class JsonErrorChannel(HTTPChannel):  # type: ignore[misc]  # waitress ships no types
     """An HTTP channel whose refusals are JSON and close with a lingering read."""
 
     error_task_class = JsonErrorTask
