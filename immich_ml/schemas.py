@@ -85,6 +85,11 @@ def check_request(entries: Iterable[Entry], *, has_image: bool, has_text: bool) 
             raise InvalidInput(PAYLOAD_MISSING)
 
 
+def _shown(name: str) -> str:
+    """A client's name quoted for a message, cut to 80 characters (a key can be megabytes)."""
+    return repr(name if len(name) <= 80 else name[:77] + "...")
+
+
 def parse_entries(raw: str | bytes) -> tuple[Entry, ...]:
     """Parse the ``entries`` form field exactly as Immich sends it (``JSON.stringify`` of the request).
 
@@ -104,7 +109,7 @@ def parse_entries(raw: str | bytes) -> tuple[Entry, ...]:
         except ValueError:
             valid = ", ".join(t.value for t in ModelTask)
             raise InvalidRequest(
-                f"Invalid request format: unknown task {task_name!r} (valid: {valid})."
+                f"Invalid request format: unknown task {_shown(task_name)} (valid: {valid})."
             ) from None
         if not isinstance(types, dict) or not types:
             raise InvalidRequest(f"Invalid request format: task {task_name!r} must map types to models.")
@@ -114,7 +119,7 @@ def parse_entries(raw: str | bytes) -> tuple[Entry, ...]:
             except ValueError:
                 valid = ", ".join(t.value for t in ModelType)
                 raise InvalidRequest(
-                    f"Invalid request format: unknown type {type_name!r} for task {task_name!r} "
+                    f"Invalid request format: unknown type {_shown(type_name)} for task {task_name!r} "
                     f"(valid: {valid})."
                 ) from None
             if not isinstance(spec, dict) or not isinstance(spec.get("modelName"), str):

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up everything the tests need from a fresh clone and run the whole suite.
 #   1. system packages the native bridges are tested against (Debian's ARM NN; needs root or sudo)
+#      and promtool (Debian's prometheus) for the /metrics check
 #   2. .venv with the package (compiled core built) + the starter models
 #   3. pytest over tests/ (CPU ONNX Runtime, ARM NN on CpuRef, RKNN against its C-ABI double)
 #   4. the OpenVINO suite from a second venv (.venv-openvino): one ONNX Runtime flavour per venv
@@ -9,6 +10,9 @@ cd "$(dirname "$0")/.."
 
 if [ -x scripts/install-armnn.sh ]; then
   scripts/install-armnn.sh || echo "warning: ARM NN packages could not be installed; its tests will say why they skip"
+fi
+if [ -x scripts/install-promtool.sh ]; then
+  scripts/install-promtool.sh || echo "warning: promtool could not be installed; the promtool metrics test will skip and say why"
 fi
 scripts/setup.sh
 .venv/bin/python -m pytest "$@"

@@ -231,6 +231,12 @@ class InferenceModel(ABC):
     # --- loading ---------------------------------------------------------------------------------
 
     def _load_with_retry(self) -> Session:
+        # Held from locate until the session is open: another worker process must not clear
+        # (or half-download) the folder meanwhile.
+        with self._store.lock(self.spec):
+            return self._locate_and_open()
+
+    def _locate_and_open(self) -> Session:
         files = self._store.locate(self.spec, self.required_files())
         try:
             return self._open(files)

@@ -12,7 +12,9 @@ names are validated against the known lists and every path is checked to stay in
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import shutil
 import threading
 from collections.abc import Sequence
@@ -122,8 +124,60 @@ def _format_present(directory: Path, model_format: ModelFormat) -> bool:
             return _has_rknn(directory / "rknpu")
 
 
+class FolderLock:
+    """One model folder's lock: exclusive across processes (``fcntl.flock`` on a lock file
+    outside the folder, which ``clear`` deletes) and across this process's threads; re-entrant
+    for the thread holding it, so a load can hold it around locate + open while locate and
+    clear take it again inside."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._threads = threading.RLock()
+        self._depth = 0
+        self._fd: int | None = None
+
+    def __enter__(self) -> FolderLock:
+        self._threads.acquire()
+        try:
+            if self._depth == 0:
+                self._fd = self._lock_file()
+            self._depth += 1
+        except BaseException:
+            self._threads.release()
+            raise
+        return self
+
+    def _lock_file(self) -> int | None:
+        try:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            # A read-only cache (a mounted volume) cannot change under us either: go on with
+            # the thread lock alone.
+            log.debug("No lock file %s (%s); locking within this process only", self._path, exc)
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self._depth -= 1
+            if self._depth == 0 and self._fd is not None:
+                fd, self._fd = self._fd, None
+                # Closing the descriptor drops the flock (it is the only one on this open file).
+                os.close(fd)
+        finally:
+            self._threads.release()
+
+
 class ModelStore:
-    """Finds, downloads and clears models in ``settings.cache_folder``. Thread-safe.
+    """Finds, downloads and clears models in ``settings.cache_folder``. Thread- and process-safe:
+    several workers share one cache folder, so locating (and downloading) and clearing a model
+    hold its :class:`FolderLock`, and a load holds it from locate until its session is open.
 
     ``formats`` are the model formats the worker's backend can run, best first (from
     ``backends.registry.preferred_formats``); the first decides which files are downloaded.
@@ -143,7 +197,7 @@ class ModelStore:
         self._cache = settings.cache_folder.expanduser().resolve()
         self._revision = settings.model_revision
         self._lock = threading.Lock()
-        self._root_locks: dict[Path, threading.Lock] = {}
+        self._root_locks: dict[Path, FolderLock] = {}
         # Type folders whose repository has no export in the preferred format (or could not be asked):
         # they run from ONNX without asking the hub again on every load in this process.
         self._onnx_only: set[Path] = set()
@@ -188,10 +242,9 @@ class ModelStore:
         # in the usual rknpu/<soc>/ folder is still offered to the backend by ModelFiles.artifacts().
         primary = ModelFormat.ONNX if spec.source == ModelSource.PADDLE else self._formats[0]
         root = self.root(spec)
-        if not self.missing(spec, required, primary):
-            return ModelFiles(spec, root, primary)
+        # Even the check for files on disk holds the lock: another process may be clearing them.
         with self._root_lock(root):
-            # Another thread may have fetched it while this one waited.
+            # Another thread or process may have fetched it while this one waited.
             if not self.missing(spec, required, primary):
                 return ModelFiles(spec, root, primary)
             onnx_ready = not self.missing(spec, required, ModelFormat.ONNX)
@@ -293,9 +346,16 @@ class ModelStore:
                 root.unlink()
             root.mkdir(parents=True, exist_ok=True)
 
-    def _root_lock(self, root: Path) -> threading.Lock:
+    def lock(self, spec: ModelSpec) -> FolderLock:
+        """The lock of ``spec``'s folder (a context manager), for a caller that must keep other
+        processes from clearing the files between :meth:`locate` and opening them."""
+        return self._root_lock(self.root(spec))
+
+    def _root_lock(self, root: Path) -> FolderLock:
         with self._lock:
             lock = self._root_locks.get(root)
             if lock is None:
-                lock = self._root_locks[root] = threading.Lock()
+                # Beside the cache's task folders, never inside a model folder (clear deletes those).
+                name = "--".join(root.relative_to(self._cache).parts) + ".lock"
+                lock = self._root_locks[root] = FolderLock(self._cache / ".locks" / name)
             return lock

@@ -14,7 +14,7 @@ from typing import Any
 
 from immich_ml.backends.base import Target
 from immich_ml.config import Settings
-from immich_ml.errors import UnknownModel
+from immich_ml.errors import ImmichMLError, UnknownModel
 from immich_ml.models.base import InferenceModel
 from immich_ml.models.cache import ModelStore
 from immich_ml.models.catalog import ModelSpec, resolve
@@ -62,13 +62,21 @@ _PRELOAD_ORDER: tuple[tuple[str, ModelTask, ModelType], ...] = (
 )
 
 
-def preload_specs(settings: Settings) -> list[ModelSpec]:
-    """Models named in ``MACHINE_LEARNING_PRELOAD__*``, in Immich's load order."""
-    specs: list[ModelSpec] = []
-    for attribute, task, model_type in _PRELOAD_ORDER:
-        names: tuple[str, ...] = getattr(settings.preload, attribute)
-        specs.extend(resolve(name, task, model_type) for name in names)
-    return specs
+def _preload_requests(settings: Settings) -> list[tuple[str, ModelTask, ModelType]]:
+    """``(name, task, type)`` for every ``MACHINE_LEARNING_PRELOAD__*`` name, in Immich's load order."""
+    return [
+        (name, task, model_type)
+        for attribute, task, model_type in _PRELOAD_ORDER
+        for name in getattr(settings.preload, attribute)
+    ]
+
+
+def _preload_failure(name: str, task: ModelTask, model_type: ModelType, reason: str) -> dict[str, Any]:
+    """A ``status()`` row for a preload that failed: the worker serves everything else."""
+    return {
+        "task": task.value, "type": model_type.value, "name": name, "state": "failed",
+        "preload": True, "last_error": reason,
+    }
 
 
 class ModelManager:
@@ -88,6 +96,7 @@ class ModelManager:
         self._factory = factory
         self._lock = threading.Lock()
         self._models: dict[ModelKey, InferenceModel] = {}
+        self._preload_failures: list[dict[str, Any]] = []
 
     def get(self, spec: ModelSpec) -> InferenceModel:
         """The one model object for ``spec`` (created unloaded on first request)."""
@@ -104,11 +113,26 @@ class ModelManager:
             return list(self._models.values())
 
     def preload(self) -> None:
-        """Load every ``PRELOAD`` model now; they never expire. Errors propagate (start-up fails)."""
-        for spec in preload_specs(self._settings):
-            model = self.get(spec)
-            model.preloaded = True
-            model.load()
+        """Load every ``PRELOAD`` model now; they never expire.
+
+        A preload that fails (a name the catalog rejects, a family this build cannot run, a model
+        that cannot be fetched or opened) is logged and reported by :meth:`status` with its
+        reason; the worker still starts and serves every other model. (It used to stop start-up,
+        so one typo in a setting answered every request with 503.)
+        """
+        failures: list[dict[str, Any]] = []
+        for name, task, model_type in _preload_requests(self._settings):
+            try:
+                model = self.get(resolve(name, task, model_type))
+                model.preloaded = True
+                model.load()
+            except Exception as error:  # noqa: BLE001 - any failure is reported, none stops start-up
+                reason = error.message if isinstance(error, ImmichMLError) else f"{type(error).__name__}: {error}"
+                log.error("Preloading %s %s model %r failed; serving without it: %s",
+                          task.value, model_type.value, name, reason)
+                failures.append(_preload_failure(name, task, model_type, reason))
+        with self._lock:
+            self._preload_failures = failures
         release_memory()
 
     def evict_expired(self) -> list[str]:
@@ -124,7 +148,13 @@ class ModelManager:
 
     def status(self) -> list[dict[str, Any]]:
         ttl = self._settings.model_ttl
-        return [model.status(ttl) for model in self.models()]
+        rows = [model.status(ttl) for model in self.models()]
+        with self._lock:
+            failed = [dict(f) for f in self._preload_failures]
+        # A model object that exists reports its own state and last error (it may have loaded
+        # on demand since); the extra rows are for names that never became a model.
+        known = {(m["task"], m["type"], m["name"]) for m in rows}
+        return rows + [f for f in failed if (f["task"], f["type"], f["name"]) not in known]
 
     def close(self) -> None:
         for model in self.models():

@@ -10,12 +10,13 @@ OpenCV's ``cv2.resize(..., interpolation=cv2.INTER_LINEAR)`` (``opencv_linear``:
 from __future__ import annotations
 
 import io
+import re
 from dataclasses import dataclass
 from typing import Literal, cast
 
 import numpy as np
 from numpy.typing import NDArray
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from immich_ml import errors
 from immich_ml._core import _image
@@ -67,7 +68,7 @@ def decode_image(
         # Pillow's format plugins report unparsable bytes as many exception types
         # (UnidentifiedImageError, SyntaxError, ValueError, struct.error ...): all mean the same
         # thing to the client, these bytes are not an image we can read.
-        raise errors.InvalidImage(f"Could not decode image: {exc}") from exc
+        raise errors.InvalidImage(f"Could not decode image: {_describe(exc, data)}") from exc
     with img:
         width, height = img.size
         if width <= 0 or height <= 0:
@@ -87,11 +88,31 @@ def decode_image(
             raise
         except Exception as exc:
             # Truncated or corrupt pixel data, likewise reported as many exception types.
-            raise errors.InvalidImage(f"Could not decode image: {exc}") from exc
+            raise errors.InvalidImage(f"Could not decode image: {_describe(exc, data)}") from exc
         pixels: NDArray[np.uint8] = np.asarray(rgb, dtype=np.uint8)
     if pixels.ndim != 3 or pixels.shape[2] != 3 or pixels.shape[0] == 0 or pixels.shape[1] == 0:
         raise errors.InvalidImage("Image has zero width or height")
     return np.ascontiguousarray(pixels)
+
+
+_OBJECT_REPR = re.compile(r"<[^<>]*? at 0x[0-9a-fA-F]+>")
+
+
+def _describe(error: Exception, data: bytes) -> str:
+    """What was wrong with the upload, in words: Pillow's messages can carry Python object
+    reprs (``cannot identify image file <_io.BytesIO object at 0x7f...>``) that mean nothing to
+    a client, so those are replaced by what the bytes look like."""
+    if isinstance(error, UnidentifiedImageError):
+        head = data[:64]
+        sample = head.decode("utf-8", "ignore")  # "ignore": the 64 bytes may end mid-character
+        looks_like_text = bool(sample) and all(c.isprintable() or c.isspace() for c in sample)
+        what = "text, not an image" if looks_like_text else f"data starting with bytes {head[:8].hex(' ')}"
+        return (
+            f"the {len(data)} bytes sent as 'image' are not in an image format this service reads "
+            f"(JPEG, PNG, WebP, GIF, TIFF, BMP ...); they look like {what}."
+        )
+    message = _OBJECT_REPR.sub("the uploaded image", str(error)).strip()
+    return message or f"the image data is corrupt ({type(error).__name__})"
 
 
 def resize_normalize_into(

@@ -230,21 +230,21 @@ def _record(metrics: ServiceMetrics, response: Response) -> None:
     elapsed = time.perf_counter() - g.get("started", time.perf_counter())
     route = request.url_rule.rule if request.url_rule is not None else "other"
     status = str(response.status_code)
-    metrics.http_requests.inc(request.method, route, status)
+    metrics.http_requests.labels(metrics.method_label(request.method), route, status).inc()
     kind = g.get("error_kind")
     if kind is not None:
-        metrics.errors.inc(kind)
-    entries: tuple[Entry, ...] = g.get("entries", ())
-    # Names from a client are only used as labels once a worker accepted them, so a client
-    # cannot create unbounded series with made-up model names.
-    known = response.status_code < 400 or kind not in ("unknown_model", "invalid_request", "invalid_input")
-    for entry in entries:
-        model = entry.name if known else "other"
-        metrics.predict_requests.inc(entry.task.value, entry.type.value, model, status)
-        metrics.predict_duration.observe(elapsed, entry.task.value, entry.type.value, model)
+        metrics.errors.labels(kind).inc()
     meta = g.get("prediction_meta")
     if meta is not None:
         metrics.record_prediction(meta)
+    entries: tuple[Entry, ...] = g.get("entries", ())
+    # Model labels are names a worker's catalog resolved (learnt from its answers), never a
+    # client's string: made-up names, and any name not yet seen resolved, count as "other".
+    for entry in entries:
+        task, model_type = entry.task.value, entry.type.value
+        model = metrics.models.label(task, model_type, entry.name)
+        metrics.predict_requests.labels(task, model_type, model, status).inc()
+        metrics.predict_duration.labels(task, model_type, model).observe(elapsed)
     if log.isEnabledFor(logging.DEBUG):
         label = ",".join(f"{e.task}/{e.type}/{e.name}" for e in entries) or "-"
         log.debug(

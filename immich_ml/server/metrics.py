@@ -1,7 +1,7 @@
-"""Prometheus text exposition (format 0.0.4), written by hand: counters, histograms, and gauges
-read from the worker pool when ``/metrics`` is scraped.
+"""Prometheus metrics on ``prometheus_client``: the service's own counters and histograms, plus
+gauges read from the worker pool when ``/metrics`` is scraped (a custom collector).
 
-Series (all prefixed ``immich_ml_``):
+Series (all prefixed ``immich_ml_``; names are the ones the hand-written exposition had):
 
 * ``http_requests_total{method,route,status}``
 * ``predict_requests_total{task,type,model,status}`` and
@@ -13,199 +13,172 @@ Series (all prefixed ``immich_ml_``):
 * per worker slot: ``worker_ready``, ``worker_inflight``, ``worker_queue_depth``,
   ``worker_restarts_total``, ``worker_requests_total``, ``worker_errors_total``
 * per loaded model: ``model_loaded``, ``model_load_seconds``, ``model_runs_total``
+
+Every label value is bounded: a client never names a series. Model labels are names a worker's
+catalog resolved (learnt from its answers, at most :data:`MAX_MODEL_LABELS`), anything else is
+``other``; HTTP methods outside the standard set are ``other`` too.
 """
 
 from __future__ import annotations
 
-import math
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+# The text format (0.0.4) every Prometheus server reads.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_BUCKETS = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0)
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# Distinct (task, type, model) label sets the request metrics may ever carry: the catalog has
+# fewer models than this, so the cap only bites if something upstream misbehaves.
+MAX_MODEL_LABELS = 256
+OTHER = "other"
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"})
+
+# ``*_created`` series double the output and no dashboard reads them.
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+class ModelLabels:
+    """Which requested model names may become label values: those a worker's catalog resolved.
 
+    A worker reports ``(task, type, requested name, resolved name)`` for each entry it ran; a
+    request's model label is the resolved name when that request name was seen resolved before,
+    else ``other``. Thread-safe; holds at most ``limit`` names.
+    """
 
-def _labels(names: Sequence[str], values: Sequence[str], extra: str = "") -> str:
-    parts = [f'{name}="{_escape(value)}"' for name, value in zip(names, values, strict=True)]
-    if extra:
-        parts.append(extra)
-    return "{" + ",".join(parts) + "}" if parts else ""
-
-
-def _number(value: float) -> str:
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if value == int(value) and abs(value) < 1e15:
-        return str(int(value))
-    return repr(float(value))
-
-
-class Counter:
-    """A monotonically increasing value per label set."""
-
-    kind = "counter"
-
-    def __init__(self, name: str, help_text: str, labels: Sequence[str] = ()) -> None:
-        self.name, self.help, self.label_names = name, help_text, tuple(labels)
-        self._values: dict[tuple[str, ...], float] = {}
+    def __init__(self, limit: int = MAX_MODEL_LABELS) -> None:
+        self._limit = limit
+        self._resolved: dict[tuple[str, str, str], str] = {}
         self._lock = threading.Lock()
 
-    def inc(self, *labels: str, amount: float = 1.0) -> None:
+    def learn(self, resolved: Iterable[Sequence[str]]) -> None:
         with self._lock:
-            self._values[labels] = self._values.get(labels, 0.0) + amount
+            for row in resolved:
+                if len(row) != 4:
+                    continue
+                task, model_type, requested, name = (str(part) for part in row)
+                key = (task, model_type, requested)
+                if key not in self._resolved and len(self._resolved) < self._limit:
+                    self._resolved[key] = name
 
-    def value(self, *labels: str) -> float:
+    def label(self, task: str, model_type: str, requested: str) -> str:
         with self._lock:
-            return self._values.get(labels, 0.0)
-
-    def lines(self) -> list[str]:
-        with self._lock:
-            items = sorted(self._values.items())
-        return [f"{self.name}{_labels(self.label_names, k)} {_number(v)}" for k, v in items]
-
-
-class Histogram:
-    """Cumulative buckets, sum and count per label set."""
-
-    kind = "histogram"
-
-    def __init__(
-        self, name: str, help_text: str, labels: Sequence[str] = (), buckets: Sequence[float] = LATENCY_BUCKETS
-    ) -> None:
-        self.name, self.help, self.label_names = name, help_text, tuple(labels)
-        self.buckets = tuple(sorted(buckets))
-        self._series: dict[tuple[str, ...], list[float]] = {}  # bucket counts..., sum, count
-        self._lock = threading.Lock()
-
-    def observe(self, value: float, *labels: str) -> None:
-        with self._lock:
-            series = self._series.setdefault(labels, [0.0] * (len(self.buckets) + 2))
-            for i, bound in enumerate(self.buckets):
-                if value <= bound:
-                    series[i] += 1
-            series[-2] += value
-            series[-1] += 1
-
-    def count(self, *labels: str) -> int:
-        with self._lock:
-            series = self._series.get(labels)
-            return int(series[-1]) if series else 0
-
-    def lines(self) -> list[str]:
-        with self._lock:
-            items = sorted((k, list(v)) for k, v in self._series.items())
-        out = []
-        for key, series in items:
-            for bound, hits in zip(self.buckets, series, strict=False):
-                le = f'le="{_number(bound)}"'
-                out.append(f"{self.name}_bucket{_labels(self.label_names, key, le)} {_number(hits)}")
-            inf = 'le="+Inf"'
-            out.append(f"{self.name}_bucket{_labels(self.label_names, key, inf)} {_number(series[-1])}")
-            out.append(f"{self.name}_sum{_labels(self.label_names, key)} {_number(series[-2])}")
-            out.append(f"{self.name}_count{_labels(self.label_names, key)} {_number(series[-1])}")
-        return out
-
-
-def _family(name: str, kind: str, help_text: str, lines: Iterable[str]) -> list[str]:
-    return [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", *lines]
+            return self._resolved.get((task, model_type, requested), OTHER)
 
 
 class ServiceMetrics:
-    """Every series the service exports; thread-safe."""
+    """Every series the service exports; thread-safe (``prometheus_client`` locks its values)."""
 
     def __init__(self) -> None:
         self.http_requests = Counter(
-            "immich_ml_http_requests_total", "HTTP requests by method, route and status.",
-            ("method", "route", "status"),
+            "immich_ml_http_requests", "HTTP requests by method, route and status.",
+            ("method", "route", "status"), registry=None,
         )
         self.predict_requests = Counter(
-            "immich_ml_predict_requests_total", "Prediction requests per model and HTTP status.",
-            ("task", "type", "model", "status"),
+            "immich_ml_predict_requests", "Prediction requests per model and HTTP status.",
+            ("task", "type", "model", "status"), registry=None,
         )
         self.predict_duration = Histogram(
             "immich_ml_predict_duration_seconds", "Prediction request latency per model (seconds).",
-            ("task", "type", "model"),
+            ("task", "type", "model"), registry=None, buckets=LATENCY_BUCKETS,
         )
         self.stage_duration = Histogram(
             "immich_ml_stage_duration_seconds", "Time per pipeline stage inside a worker (seconds).",
-            ("stage",),
+            ("stage",), registry=None, buckets=LATENCY_BUCKETS,
         )
         self.batch_size = Histogram(
             "immich_ml_batch_size", "Items per dependent model run (faces, text boxes).",
-            ("task", "type"), BATCH_BUCKETS,
+            ("task", "type"), registry=None, buckets=BATCH_BUCKETS,
         )
-        self.errors = Counter("immich_ml_errors_total", "Failed requests by error kind.", ("kind",))
-        self._own: list[Counter | Histogram] = [
+        self.errors = Counter("immich_ml_errors", "Failed requests by error kind.", ("kind",), registry=None)
+        self.models = ModelLabels()
+        self._own: tuple[Collector, ...] = (
             self.http_requests, self.predict_requests, self.predict_duration,
             self.stage_duration, self.batch_size, self.errors,
-        ]
+        )
+
+    @staticmethod
+    def method_label(method: str) -> str:
+        return method if method in _METHODS else OTHER
 
     def record_prediction(self, meta: Mapping[str, Any]) -> None:
-        """Stage timings and batch sizes a worker reported with its answer."""
+        """Stage timings, batch sizes and resolved model names a worker reported with its answer."""
         for stage, seconds in dict(meta.get("timings") or {}).items():
-            self.stage_duration.observe(float(seconds), str(stage))
+            self.stage_duration.labels(str(stage)).observe(float(seconds))
         for key, count in dict(meta.get("counts") or {}).items():
             task, _, model_type = str(key).partition("/")
-            self.batch_size.observe(float(count), task, model_type)
+            self.batch_size.labels(task, model_type).observe(float(count))
+        self.models.learn(meta.get("models") or ())
 
-    def render(self, slots: Sequence[Mapping[str, Any]]) -> str:
+    def render(self, slots: Sequence[Mapping[str, Any]]) -> bytes:
         """The whole exposition; ``slots`` is the pool's health report (with ``models``)."""
-        out: list[str] = []
+        registry = CollectorRegistry(auto_describe=False)
         for metric in self._own:
-            out += _family(metric.name, metric.kind, metric.help, metric.lines())
-        out += _worker_families(slots)
-        out += _model_families(slots)
-        return "\n".join(out) + "\n"
+            registry.register(metric)
+        registry.register(PoolCollector(slots))
+        return generate_latest(registry)
 
 
 _WORKER_SERIES = (
     ("immich_ml_worker_ready", "gauge", "1 when the worker slot is ready.", "state"),
     ("immich_ml_worker_inflight", "gauge", "Requests sent to the worker and not answered yet.", "inflight"),
     ("immich_ml_worker_queue_depth", "gauge", "Requests waiting for a worker thread.", "queue_depth"),
-    ("immich_ml_worker_restarts_total", "counter", "Times the slot's worker was replaced.", "restarts"),
-    ("immich_ml_worker_requests_total", "counter", "Requests the slot answered.", "requests"),
-    ("immich_ml_worker_errors_total", "counter", "Requests the slot answered with an error.", "errors"),
+    ("immich_ml_worker_restarts", "counter", "Times the slot's worker was replaced.", "restarts"),
+    ("immich_ml_worker_requests", "counter", "Requests the slot answered.", "requests"),
+    ("immich_ml_worker_errors", "counter", "Requests the slot answered with an error.", "errors"),
 )
 _SLOT_LABELS = ("slot", "role", "target")
 _MODEL_LABELS = ("slot", "task", "type", "model", "backend", "provider", "device")
 
 
-def _worker_families(slots: Sequence[Mapping[str, Any]]) -> list[str]:
-    out: list[str] = []
-    for name, kind, help_text, field in _WORKER_SERIES:
-        lines = []
-        for slot in slots:
-            labels = _labels(_SLOT_LABELS, (str(slot["slot"]), str(slot["role"]), str(slot["target"])))
-            raw = slot.get(field)
-            value = float(raw == "ready") if field == "state" else float(raw or 0)
-            lines.append(f"{name}{labels} {_number(value)}")
-        out += _family(name, kind, help_text, lines)
-    return out
+class PoolCollector(Collector):
+    """Per-worker and per-model families from one health report of the pool."""
 
+    def __init__(self, slots: Sequence[Mapping[str, Any]]) -> None:
+        self._slots = slots
 
-def _model_families(slots: Sequence[Mapping[str, Any]]) -> list[str]:
-    loaded, load_time, runs = [], [], []
-    for slot in slots:
-        for model in slot.get("models") or []:
-            values = (
-                str(slot["slot"]), str(model.get("task", "")), str(model.get("type", "")),
-                str(model.get("name", "")), str(model.get("backend", "")),
-                str(model.get("provider", "")), str(model.get("device", "")),
-            )
-            labels = _labels(_MODEL_LABELS, values)
-            loaded.append(f"immich_ml_model_loaded{labels} {int(model.get('state') == 'loaded')}")
-            if model.get("load_time_s") is not None:
-                load_time.append(f"immich_ml_model_load_seconds{labels} {_number(float(model['load_time_s']))}")
-            if model.get("runs") is not None:
-                runs.append(f"immich_ml_model_runs_total{labels} {_number(float(model['runs']))}")
-    return (
-        _family("immich_ml_model_loaded", "gauge", "1 while the model is loaded in the worker.", loaded)
-        + _family("immich_ml_model_load_seconds", "gauge", "Seconds the last load of the model took.", load_time)
-        + _family("immich_ml_model_runs_total", "counter", "Inference runs of the model in the worker.", runs)
-    )
+    def collect(self) -> Iterator[Metric]:
+        yield from self._worker_families()
+        yield from self._model_families()
+
+    def _worker_families(self) -> Iterator[Metric]:
+        for name, kind, help_text, field in _WORKER_SERIES:
+            family: GaugeMetricFamily | CounterMetricFamily
+            if kind == "gauge":
+                family = GaugeMetricFamily(name, help_text, labels=_SLOT_LABELS)
+            else:
+                family = CounterMetricFamily(name, help_text, labels=_SLOT_LABELS)
+            for slot in self._slots:
+                raw = slot.get(field)
+                value = float(raw == "ready") if field == "state" else float(raw or 0)
+                family.add_metric([str(slot["slot"]), str(slot["role"]), str(slot["target"])], value)
+            yield family
+
+    def _model_families(self) -> Iterator[Metric]:
+        loaded = GaugeMetricFamily(
+            "immich_ml_model_loaded", "1 while the model is loaded in the worker.", labels=_MODEL_LABELS
+        )
+        load_time = GaugeMetricFamily(
+            "immich_ml_model_load_seconds", "Seconds the last load of the model took.", labels=_MODEL_LABELS
+        )
+        runs = CounterMetricFamily(
+            "immich_ml_model_runs", "Inference runs of the model in the worker.", labels=_MODEL_LABELS
+        )
+        for slot in self._slots:
+            for model in slot.get("models") or []:
+                values = [
+                    str(slot["slot"]), str(model.get("task", "")), str(model.get("type", "")),
+                    str(model.get("name", "")), str(model.get("backend") or ""),
+                    str(model.get("provider") or ""), str(model.get("device") or ""),
+                ]
+                loaded.add_metric(values, float(model.get("state") == "loaded"))
+                if model.get("load_time_s") is not None:
+                    load_time.add_metric(values, float(model["load_time_s"]))
+                if model.get("runs") is not None:
+                    runs.add_metric(values, float(model["runs"]))
+        yield from (loaded, load_time, runs)

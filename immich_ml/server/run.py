@@ -8,6 +8,7 @@ so IPv4 clients reach it too. SIGTERM and SIGINT stop the server, then the worke
 
 from __future__ import annotations
 
+import argparse
 import ipaddress
 import logging
 import signal
@@ -24,6 +25,7 @@ import immich_ml
 from immich_ml.config import Settings, load_settings
 from immich_ml.errors import SettingsError
 from immich_ml.server.app import create_app
+from immich_ml.server.http_channel import use_json_errors
 from immich_ml.workers import routing
 from immich_ml.workers.logs import configure_logging
 from immich_ml.workers.pool import WorkerPool
@@ -104,9 +106,10 @@ def serve(settings: Settings, *, pipeline_factory: str = PIPELINE_FACTORY) -> No
             sockets=sockets,
             threads=waitress_threads(settings),
             ident="immich_ml",
-            # Waitress buffers the whole body before the app sees it: cap it at the same limit
-            # (the app answers 413 with a JSON message; waitress only for bodies it refuses first).
-            max_request_body_size=settings.max_request_bytes + 2**20,
+            # Waitress buffers the whole body before the app sees it, so an oversized body is
+            # refused by waitress from its Content-Length, before it is read (it refuses at
+            # >= this size); http_channel makes that answer JSON and readable.
+            max_request_body_size=settings.max_request_bytes + 1,
             # Bodies up to this size stay in memory instead of a temporary file (photo previews
             # Immich sends are well below it).
             inbuf_overflow=min(settings.max_request_bytes, 4 * 2**20),
@@ -116,6 +119,7 @@ def serve(settings: Settings, *, pipeline_factory: str = PIPELINE_FACTORY) -> No
             # Clients that keep connections alive (Node's undici: 4 s) must not race our close.
             channel_timeout=max(settings.http_keepalive_timeout_s, 10),
         )
+        use_json_errors(server)
         for sock in sockets:
             address = sock.getsockname()
             where = f"[{address[0]}]" if sock.family == socket.AF_INET6 else address[0]
@@ -162,8 +166,32 @@ def _run_until_signal(server: waitress.server.BaseWSGIServer | waitress.server.M
         thread.join(2)
 
 
+def argument_parser() -> argparse.ArgumentParser:
+    """The command line: only ``--help`` and ``--version``; every setting is an environment
+    variable, as in Immich (read by :mod:`immich_ml.config`)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m immich_ml",
+        description=(
+            "Immich machine-learning service (drop-in replacement). Serves Immich's /predict API "
+            "on IMMICH_HOST:IMMICH_PORT (default [::]:3003)."
+        ),
+        epilog=(
+            "Settings come from the environment, with Immich's names: MACHINE_LEARNING_* (cache "
+            "folder, workers, devices, preload, TTL ...) and IMMICH_HOST, IMMICH_PORT, "
+            "IMMICH_LOG_LEVEL. See README.md 'Settings'."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"immich_ml {immich_ml.__version__}")
+    return parser
+
+
 def main(argv: Sequence[str] | None = None, *, pipeline_factory: str = PIPELINE_FACTORY) -> int:
-    """Console entry point; returns the process exit status."""
+    """Console entry point; returns the process exit status.
+
+    ``--help``/``--version`` print and exit 0; any other argument is a usage error (exit 2)
+    instead of being ignored by a service that then listens on every interface.
+    """
+    argument_parser().parse_args(argv)
     try:
         settings = load_settings()
     except SettingsError as error:

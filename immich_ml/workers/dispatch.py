@@ -10,6 +10,7 @@ most ``ready_wait_s``); others get :class:`~immich_ml.errors.NotReady` at once.
 from __future__ import annotations
 
 import itertools
+import math
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future
@@ -49,14 +50,19 @@ class Dispatcher:
         with table.changed:
             slot = self._choose(self._role(entries))
             job_id = next(self._job_ids)
-            slot.pending[job_id] = Pending(future, time.monotonic() + timeout)
+            # No deadline until the worker says a thread started it (protocol.Started):
+            # WORKER_TIMEOUT measures run time, not time queued behind other requests.
+            slot.pending[job_id] = Pending(future, math.inf)
+            # The longest this caller can wait: queued behind a full slot, every run before
+            # it hitting the timeout.
+            rounds = -(-slot.capacity // slot.threads)
             # The pipe of the process the job was registered with: should that process die
             # first, the job fails with it and must not reach its replacement.
             connection = slot.jobs
         # Entries are frozen dataclasses; the image follows as one raw message (no pickle copy).
         send(slot, PredictJob(job_id, tuple(entries), text, image is not None), image, connection)
         try:
-            return future.result(timeout=timeout + _CALLER_GRACE_S)
+            return future.result(timeout=timeout * rounds + _CALLER_GRACE_S)
         except FutureTimeout:
             raise WorkerTimeout(f"{slot.name} did not answer within {timeout} s.") from None
 

@@ -116,11 +116,19 @@ class StartFailed(NamedTuple):
     message: str
 
 
+class Started(NamedTuple):
+    """A request thread began running the job: ``WORKER_TIMEOUT`` counts from here, so time a
+    request spent queued behind others is not held against it."""
+
+    job_id: int
+
+
 class Done(NamedTuple):
     """A successful prediction: ``body`` is the Immich JSON response, already serialized.
 
     ``meta`` holds ``timings`` (seconds per stage, from the pipeline) and ``counts``
-    (``"task/type"`` → items produced, e.g. faces embedded, used as batch sizes).
+    (``"task/type"`` → items produced, e.g. faces embedded, used as batch sizes) and ``models``
+    (``(task, type, requested name, catalog name)`` per entry: the only metric label values).
     """
 
     job_id: int
@@ -148,7 +156,7 @@ class Prediction(NamedTuple):
 
 
 ToWorker = PredictJob | StatusQuery | Stop
-FromWorker = Ready | StartFailed | Done | Failed | StatusReply
+FromWorker = Ready | StartFailed | Started | Done | Failed | StatusReply
 
 # Exit status of a worker that could not start (after sending StartFailed).
 EXIT_START_FAILED = 3

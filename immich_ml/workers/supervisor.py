@@ -31,6 +31,7 @@ from immich_ml.workers.protocol import (
     Prediction,
     Ready,
     StartFailed,
+    Started,
     StatusReply,
 )
 from immich_ml.workers.slot import (
@@ -137,6 +138,11 @@ class Supervisor:
                     pending.future.set_result(Prediction(message.body, meta, slot.plan.index))
                 else:
                     pending.future.set_exception(message.error)
+        elif isinstance(message, Started):
+            with self._table.lock:
+                running = slot.pending.get(message.job_id)
+                if running is not None:
+                    running.deadline = time.monotonic() + self._table.settings.worker_timeout
         elif isinstance(message, StatusReply):
             with self._table.lock:
                 query = slot.queries.pop(message.job_id, None)

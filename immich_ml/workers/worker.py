@@ -31,7 +31,8 @@ import orjson
 
 from immich_ml.backends.base import Target
 from immich_ml.config import Settings
-from immich_ml.errors import ImmichMLError
+from immich_ml.errors import ImmichMLError, UnknownModel
+from immich_ml.models.catalog import resolve
 from immich_ml.workers import routing
 from immich_ml.workers.logs import configure_logging
 from immich_ml.workers.protocol import (
@@ -43,6 +44,7 @@ from immich_ml.workers.protocol import (
     PredictJob,
     Ready,
     StartFailed,
+    Started,
     StatusQuery,
     StatusReply,
     Stop,
@@ -105,6 +107,19 @@ def _counts(result: Mapping[str, Any]) -> dict[str, int]:
     if isinstance(ocr, dict) and isinstance(ocr.get("text"), list):
         counts["ocr/recognition"] = len(ocr["text"])
     return counts
+
+
+def _resolved(job: PredictJob) -> list[tuple[str, str, str, str]]:
+    """``(task, type, requested name, catalog name)`` per entry of a job that succeeded: the
+    only model names the service uses as metric labels (a client cannot invent series)."""
+    rows = []
+    for entry in job.entries:
+        try:
+            name = resolve(entry.name, entry.task, entry.type).name
+        except UnknownModel:  # a pipeline that runs models the catalog does not list (test doubles)
+            continue
+        rows.append((entry.task.value, entry.type.value, entry.name, name))
+    return rows
 
 
 def _error_for_parent(error: ImmichMLError) -> ImmichMLError:
@@ -171,13 +186,15 @@ class _Server:
     def _predict(self, job: PredictJob, image: bytes | None) -> None:
         with self._lock:
             self._running += 1
+        self._sender.send(Started(job.job_id))
         timings: dict[str, float] = {}
         try:
             result = self._pipeline.predict(job.entries, image=image, text=job.text, timings=timings)
             started = time.perf_counter()
             body = orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY)
             timings["serialize"] = timings.get("serialize", 0.0) + time.perf_counter() - started
-            message: FromWorker = Done(job.job_id, body, {"timings": timings, "counts": _counts(result)})
+            meta = {"timings": timings, "counts": _counts(result), "models": _resolved(job)}
+            message: FromWorker = Done(job.job_id, body, meta)
         except ImmichMLError as error:
             message = Failed(job.job_id, _error_for_parent(error))
         except Exception:

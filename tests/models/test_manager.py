@@ -17,15 +17,15 @@ from onnx import TensorProto, helper, numpy_helper
 from immich_ml.backends import registry
 from immich_ml.backends.base import Target
 from immich_ml.config import PreloadModels, Settings
-from immich_ml.errors import UnknownModel
+from immich_ml.errors import ModelLoadError, UnknownModel
 from immich_ml.models import memory
-from immich_ml.models.base import ModelRequest
+from immich_ml.models.base import InferenceModel, ModelRequest
 from immich_ml.models.cache import ModelStore
-from immich_ml.models.catalog import resolve
+from immich_ml.models.catalog import ModelSpec, resolve
 from immich_ml.models.clip.textual import MClipTextual, OpenClipTextual
 from immich_ml.models.ocr.detection import TextDetector
 from immich_ml.models.ocr.recognition import TextRecognizer
-from immich_ml.models.manager import ModelManager, model_class, preload_specs
+from immich_ml.models.manager import ModelManager, model_class
 from immich_ml.models.timing import Stages
 from immich_ml.schemas import ModelTask, ModelType
 
@@ -127,13 +127,13 @@ def test_preload_in_immich_order_and_never_expires(settings: Settings, monkeypat
         facial_recognition_recognition=("buffalo_l",),
     )
     s = with_settings(settings, model_ttl=1, preload=preload)
-    assert [spec.label for spec in preload_specs(s)] == [
+    models = make(s)
+    models.preload()
+    assert [m.spec.label for m in models.models()] == [
         "clip/ViT-B-32__openai/textual",
         "facial-recognition/buffalo_l/detection",
         "facial-recognition/buffalo_l/recognition",
     ]
-    models = make(s)
-    models.preload()
     loaded = [m for m in models.models() if m.loaded]
     assert len(loaded) == 3
     for model in loaded:
@@ -142,10 +142,32 @@ def test_preload_in_immich_order_and_never_expires(settings: Settings, monkeypat
     assert all(m.loaded and m.status(1)["ttl_remaining_s"] is None for m in loaded)
 
 
-def test_preload_rejects_unknown_names(settings: Settings) -> None:
-    s = with_settings(settings, preload=PreloadModels(clip_visual=("no-such-model",)))
-    with pytest.raises(UnknownModel):
-        preload_specs(s)
+def test_a_failed_preload_is_reported_and_the_rest_still_loads(settings: Settings) -> None:
+    # Before: one bad preload name raised out of preload() and the worker never became ready.
+    preload = PreloadModels(
+        clip_visual=("no-such-model",),
+        facial_recognition_detection=("buffalo_l",),
+        ocr_detection=("PP-OCRv5_mobile",),
+    )
+    models = make(with_settings(settings, preload=preload))
+    models.preload()
+    rows = {(row["type"], row["name"]): row for row in models.status()}
+    assert rows[("detection", "buffalo_l")]["state"] == "loaded"
+    bad = rows[("visual", "no-such-model")]
+    assert bad["state"] == "failed" and bad["preload"] is True
+    assert "Unknown model 'no-such-model'" in bad["last_error"]
+    assert rows[("detection", "PP-OCRv5_mobile")]["state"] == "failed"
+
+
+def test_a_preload_that_cannot_load_is_reported_with_its_reason(settings: Settings) -> None:
+    def broken(spec: ModelSpec) -> type[InferenceModel]:
+        raise ModelLoadError(f"Failed to load model '{spec.name}': truncated protobuf")
+
+    s = with_settings(settings, preload=PreloadModels(clip_textual=("ViT-B-32__openai",)))
+    models = ModelManager(s, Target(), ModelStore(s), factory=broken)
+    models.preload()
+    [row] = models.status()
+    assert row["state"] == "failed" and "truncated protobuf" in row["last_error"]
 
 
 def test_status_is_truthful(settings: Settings) -> None:

@@ -68,6 +68,22 @@ def test_decode_garbage_raises_invalid_image(data: bytes) -> None:
         decode_image(data)
 
 
+@pytest.mark.parametrize(
+    ("data", "named"),
+    [
+        (b"hello, this is a text file\n", "they look like text, not an image"),
+        (b"\x00\x01\x02\x03garbage" * 4, "data starting with bytes 00 01 02 03"),
+        (b"\x89PNG\r\n\x1a\n" + b"\0" * 40, "Could not decode image"),
+    ],
+)
+def test_decode_errors_name_the_problem_never_a_python_repr(data: bytes, named: str) -> None:
+    # Before: "cannot identify image file <_io.BytesIO object at 0x7f...>".
+    with pytest.raises(errors.InvalidImage) as caught:
+        decode_image(data)
+    assert named in caught.value.message
+    assert " at 0x" not in caught.value.message and "<_io" not in caught.value.message
+
+
 def test_decode_truncated_jpeg_raises_invalid_image() -> None:
     data = encode(random_image(300, 400, seed=10), "JPEG")
     with pytest.raises(errors.InvalidImage, match="Could not decode image"):

@@ -46,7 +46,9 @@ class PoolStandIn:
         self.calls.append((tuple(entries), None if image is None else bytes(image), text))
         if self.error is not None:
             raise self.error
-        return Prediction(self.body, self.meta, 0)
+        # Like a worker: the names its catalog resolved come back with a successful answer.
+        resolved = [[e.task.value, e.type.value, e.name, e.name] for e in entries]
+        return Prediction(self.body, {**self.meta, "models": resolved}, 0)
 
     def is_ready(self) -> bool:
         return self.ready

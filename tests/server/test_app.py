@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 import pytest
 from flask.testing import FlaskClient
+from prometheus_client.parser import text_string_to_metric_families
 from server_stand_ins import PoolStandIn
 
 from immich_ml.errors import (
@@ -22,6 +23,7 @@ from immich_ml.errors import (
     WorkerTimeout,
 )
 from immich_ml.schemas import ModelTask, ModelType
+from immich_ml.server.metrics import ModelLabels
 
 TEXT_ENTRIES = '{"clip":{"textual":{"modelName":"ViT-B-32__openai","options":{"language":"de"}}}}'
 FACE_ENTRIES = (
@@ -168,6 +170,15 @@ def test_health_reports_workers_and_models(client: FlaskClient, pool: PoolStandI
     assert response.status_code == 503 and orjson.loads(response.data)["status"] == "degraded"
 
 
+def sample(text: str, name: str, **labels: str) -> float | None:
+    """The value of the series ``name{labels}`` in an exposition, or None."""
+    for family in text_string_to_metric_families(text):
+        for series in family.samples:
+            if series.name == name and series.labels == labels:
+                return float(series.value)
+    return None
+
+
 def test_metrics_count_requests_errors_stages_and_models(client: FlaskClient, pool: PoolStandIn) -> None:
     post(client, entries=FACE_ENTRIES, image=b"jpeg")
     pool.error = UnknownModel("no")
@@ -175,20 +186,48 @@ def test_metrics_count_requests_errors_stages_and_models(client: FlaskClient, po
     response = client.get("/metrics")
     assert response.status_code == 200 and response.mimetype == "text/plain"
     text = response.get_data(as_text=True)
-    lines = set(text.splitlines())
-    face_line = 'task="facial-recognition",type="detection",model="buffalo_l",status="200"'
-    assert f"immich_ml_predict_requests_total{{{face_line}}} 1" in lines
-    assert 'immich_ml_predict_requests_total{task="clip",type="visual",model="other",status="400"} 1' in lines
+    face = {"task": "facial-recognition", "type": "detection", "model": "buffalo_l", "status": "200"}
+    assert sample(text, "immich_ml_predict_requests_total", **face) == 1
+    other = {"task": "clip", "type": "visual", "model": "other", "status": "400"}
+    assert sample(text, "immich_ml_predict_requests_total", **other) == 1
     assert "made-up-name" not in text
-    assert 'immich_ml_errors_total{kind="unknown_model"} 1' in lines
-    assert 'immich_ml_http_requests_total{method="POST",route="/predict",status="200"} 1' in lines
-    assert 'immich_ml_stage_duration_seconds_count{stage="inference"} 1' in lines
-    assert 'immich_ml_batch_size_bucket{task="facial-recognition",type="recognition",le="4"} 1' in lines
-    assert 'immich_ml_worker_restarts_total{slot="0",role="device",target="cpu:0"} 2' in lines
-    assert any(line.startswith("immich_ml_model_load_seconds{") and line.endswith(" 0.25") for line in lines)
-    assert any(
-        line.startswith('immich_ml_predict_duration_seconds_count{task="facial-recognition"') for line in lines
-    )
+    assert sample(text, "immich_ml_errors_total", kind="unknown_model") == 1
+    assert sample(text, "immich_ml_http_requests_total", method="POST", route="/predict", status="200") == 1
+    assert sample(text, "immich_ml_stage_duration_seconds_count", stage="inference") == 1
+    batch = {"task": "facial-recognition", "type": "recognition", "le": "4.0"}
+    assert sample(text, "immich_ml_batch_size_bucket", **batch) == 1
+    assert sample(text, "immich_ml_worker_restarts_total", slot="0", role="device", target="cpu:0") == 2
+    assert any(line.startswith("immich_ml_model_load_seconds{") and line.endswith(" 0.25") for line in text.splitlines())
+    latency = {"task": "facial-recognition", "type": "detection", "model": "buffalo_l"}
+    assert sample(text, "immich_ml_predict_duration_seconds_count", **latency) == 1
+
+
+def test_clients_cannot_create_metric_series(client: FlaskClient, pool: PoolStandIn) -> None:
+    # Before: names from undecodable-image and 503/504 answers became labels (model="attacker-0" ...).
+    errors = [InvalidImage("cannot decode"), Overloaded("busy"), WorkerTimeout("late"), NotReady("starting")]
+    for i, error in enumerate(errors * 5):
+        pool.error = error
+        post(client, entries=f'{{"clip":{{"visual":{{"modelName":"attacker-{i}"}}}}}}', image=b"jpeg")
+    for method in ("FOO1", "FOO2"):
+        client.open("/predict", method=method)
+    text = client.get("/metrics").get_data(as_text=True)
+    assert "attacker" not in text and "FOO" not in text
+    other = {"task": "clip", "type": "visual", "model": "other", "status": "503"}
+    assert sample(text, "immich_ml_predict_requests_total", **other) == 10
+    # A name a worker resolved keeps its own label, also when a later request for it fails.
+    pool.error = None
+    post(client, entries=FACE_ENTRIES, image=b"jpeg")
+    pool.error = Overloaded("busy")
+    post(client, entries=FACE_ENTRIES, image=b"jpeg")
+    text = client.get("/metrics").get_data(as_text=True)
+    face = {"task": "facial-recognition", "type": "detection", "model": "buffalo_l", "status": "503"}
+    assert sample(text, "immich_ml_predict_requests_total", **face) == 1
+
+
+def test_model_labels_are_capped() -> None:
+    labels = ModelLabels(limit=3)
+    labels.learn([("clip", "visual", f"name-{i}", f"name-{i}") for i in range(10)])
+    assert [labels.label("clip", "visual", f"name-{i}") for i in (0, 2, 3, 9)] == ["name-0", "name-2", "other", "other"]
 
 
 def test_one_debug_line_per_request(client: FlaskClient, caplog: pytest.LogCaptureFixture) -> None:

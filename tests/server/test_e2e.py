@@ -219,7 +219,8 @@ def test_many_concurrent_clients_reach_both_workers(service: LiveService, photos
     assert sum(served.values()) == 32 and all(count > 0 for count in served.values()), served
     metrics = service.get("/metrics")[2].decode()
     for slot in (0, 1):
-        line = next(x for x in metrics.splitlines() if x.startswith(f'immich_ml_worker_requests_total{{slot="{slot}"'))
+        line = next(x for x in metrics.splitlines()
+                    if x.startswith("immich_ml_worker_requests_total{") and f'slot="{slot}"' in x)
         assert float(line.split()[-1]) > 0
 
 

@@ -1,57 +1,77 @@
-"""The hand-written Prometheus exposition: histogram arithmetic, escaping, line syntax."""
+"""The Prometheus exposition (prometheus_client + the pool collector): names, syntax, promtool."""
 
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
+from typing import Any
 
-from immich_ml.server.metrics import Counter, Histogram, ServiceMetrics
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from immich_ml.server.metrics import ServiceMetrics
 
 SAMPLE = re.compile(
     r'^[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-zA-Z_][a-zA-Z0-9_]*="([^"\\\n]|\\[\\"n])*",?)*\})? '
     r"(-?[0-9.e+-]+|\+Inf|-Inf|NaN)$"
 )
+SLOTS: list[dict[str, Any]] = [{
+    "slot": 0, "role": "device", "target": "cuda:0", "state": "ready", "inflight": 2,
+    "queue_depth": 1, "restarts": 0, "requests": 5, "errors": 0,
+    "models": [
+        {"task": "clip", "type": "visual", "name": "ViT", "state": "loaded", "backend": "ort",
+         "provider": "CUDAExecutionProvider", "device": "cuda:0", "load_time_s": 1.5, "runs": 4},
+        {"task": "ocr", "type": "detection", "name": "typo", "state": "failed", "preload": True,
+         "last_error": "Unknown model 'typo'"},
+    ],
+}]
+# Every family the service exported before it moved to prometheus_client, by exposed name.
+STABLE_NAMES = {
+    "immich_ml_http_requests_total", "immich_ml_predict_requests_total",
+    "immich_ml_predict_duration_seconds", "immich_ml_stage_duration_seconds", "immich_ml_batch_size",
+    "immich_ml_errors_total", "immich_ml_worker_ready", "immich_ml_worker_inflight",
+    "immich_ml_worker_queue_depth", "immich_ml_worker_restarts_total", "immich_ml_worker_requests_total",
+    "immich_ml_worker_errors_total", "immich_ml_model_loaded", "immich_ml_model_load_seconds",
+    "immich_ml_model_runs_total",
+}
 
 
-def test_histogram_buckets_are_cumulative() -> None:
-    histogram = Histogram("h", "help", ("task",), buckets=(0.0025, 0.005, 0.025))
-    for value in (0.003, 0.02, 100.0):
-        histogram.observe(value, "clip")
-    assert histogram.lines() == [
-        'h_bucket{task="clip",le="0.0025"} 0',
-        'h_bucket{task="clip",le="0.005"} 1',
-        'h_bucket{task="clip",le="0.025"} 2',
-        'h_bucket{task="clip",le="+Inf"} 3',
-        f'h_sum{{task="clip"}} {0.003 + 0.02 + 100.0!r}',
-        'h_count{task="clip"} 3',
-    ]
-
-
-def test_label_values_are_escaped() -> None:
-    counter = Counter("c_total", "help", ("model",))
-    counter.inc('a"b\\c\nd', amount=2)
-    assert counter.lines() == ['c_total{model="a\\"b\\\\c\\nd"} 2']
-
-
-def test_every_line_is_valid_exposition_syntax() -> None:
+def exposition() -> str:
     metrics = ServiceMetrics()
-    metrics.http_requests.inc("POST", "/predict", "200")
-    metrics.predict_duration.observe(0.012, "clip", "textual", 'odd "name"')
+    metrics.http_requests.labels("POST", "/predict", "200").inc()
+    metrics.predict_duration.labels("clip", "textual", 'odd "name"\n').observe(0.012)
     metrics.record_prediction({"timings": {"decode": 0.001}, "counts": {"ocr/recognition": 5}})
-    slots = [{
-        "slot": 0, "role": "device", "target": "cuda:0", "state": "ready", "inflight": 2,
-        "queue_depth": 1, "restarts": 0, "requests": 5, "errors": 0,
-        "models": [{"task": "clip", "type": "visual", "name": "ViT", "state": "loaded", "backend": "ort",
-                    "provider": "CUDAExecutionProvider", "device": "cuda:0", "load_time_s": 1.5, "runs": 4}],
-    }]
-    text = metrics.render(slots)
-    families = set()
+    return metrics.render(SLOTS).decode()
+
+
+def test_names_types_and_values_are_stable() -> None:
+    text = exposition()
+    types = dict(re.findall(r"^# TYPE (\S+) (\S+)$", text, re.MULTILINE))
+    assert STABLE_NAMES <= set(types), STABLE_NAMES - set(types)
+    assert types["immich_ml_worker_restarts_total"] == "counter"
+    assert types["immich_ml_predict_duration_seconds"] == "histogram"
+    assert "_created" not in text
+    assert re.search(r'^immich_ml_worker_inflight\{[^}]*target="cuda:0"[^}]*\} 2\.0$', text, re.MULTILINE)
+    assert re.search(r'^immich_ml_batch_size_bucket\{[^}]*le="8\.0"[^}]*type="recognition"\} 1\.0$', text, re.MULTILINE)
+    assert re.search(r'immich_ml_model_loaded\{[^}]*model="typo"[^}]*\} 0\.0', text)
     for line in text.splitlines():
-        if line.startswith("# TYPE "):
-            families.add(line.split()[2])
-        elif not line.startswith("# HELP "):
-            assert SAMPLE.match(line), line
-    assert {"immich_ml_worker_ready", "immich_ml_worker_queue_depth", "immich_ml_model_load_seconds",
-            "immich_ml_batch_size", "immich_ml_stage_duration_seconds"} <= families
-    assert 'immich_ml_worker_inflight{slot="0",role="device",target="cuda:0"} 2' in text
-    assert 'immich_ml_batch_size_bucket{task="ocr",type="recognition",le="8"} 1' in text
-    assert text.endswith("\n")
+        assert line.startswith("#") or SAMPLE.match(line), line
+
+
+def test_the_output_parses_back() -> None:
+    families = {f.name: f for f in text_string_to_metric_families(exposition())}
+    duration = families["immich_ml_predict_duration_seconds"]
+    count = [s for s in duration.samples if s.name.endswith("_count")]
+    assert count[0].labels["model"] == 'odd "name"\n' and count[0].value == 1
+
+
+def test_promtool_accepts_the_exposition(tmp_path: Any) -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool not installed (Debian package 'prometheus'; scripts/test.sh installs it)")
+    checked = subprocess.run(
+        [promtool, "check", "metrics"], input=exposition(), capture_output=True, text=True, timeout=60
+    )
+    # promtool exits 3 for lint findings (not errors), 1 for invalid exposition; accept neither.
+    assert checked.returncode == 0, checked.stdout + checked.stderr

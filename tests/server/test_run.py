@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 
 import pytest
 
+import immich_ml
 from immich_ml.config import load_settings
 from immich_ml.server import run
 
@@ -60,5 +63,28 @@ def test_invalid_settings_stop_start_up_with_the_variable_named(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("MACHINE_LEARNING_WORKERS", "many")
-    assert run.main() == 2
+    assert run.main([]) == 2
     assert "MACHINE_LEARNING_WORKERS" in capsys.readouterr().err
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    # Before: every argument was ignored and the service started listening on [::]:3003;
+    # the timeout turns that into a failure instead of a hang.
+    return subprocess.run(
+        [sys.executable, "-m", "immich_ml", *args], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_help_and_version_print_and_exit() -> None:
+    helped = _cli("--help")
+    assert helped.returncode == 0 and helped.stdout.startswith("usage: python -m immich_ml")
+    assert "MACHINE_LEARNING_" in helped.stdout and "Listening" not in helped.stderr
+    version = _cli("--version")
+    assert version.returncode == 0 and version.stdout.strip() == f"immich_ml {immich_ml.__version__}"
+
+
+def test_unknown_arguments_are_a_usage_error() -> None:
+    for args in (("--port", "80"), ("serve",)):
+        refused = _cli(*args)
+        assert refused.returncode == 2, refused
+        assert "usage: python -m immich_ml" in refused.stderr and "unrecognized arguments" in refused.stderr

@@ -190,6 +190,18 @@ def test_request_over_worker_timeout_restarts_the_worker(make_pool: PoolFactory)
     assert slot_info(pool)["restarts"] == 1
 
 
+def test_worker_timeout_counts_run_time_not_time_queued(make_pool: PoolFactory) -> None:
+    # Before: the deadline started when the request was queued, so the third of three 1.2 s
+    # requests on one thread (queued for 2.4 s) hit the 2 s timeout and the worker was killed.
+    pool = make_pool({"MACHINE_LEARNING_WORKER_TIMEOUT": "2", "MACHINE_LEARNING_REQUEST_THREADS": "1"})
+    pid = slot_info(pool)["pid"]
+    results = [predict_later(pool, TEXT, "sleep:1.2") for _ in range(3)]
+    for result in results:
+        outcome = result()
+        assert not isinstance(outcome, BaseException), outcome
+    assert slot_info(pool)["pid"] == pid and slot_info(pool)["restarts"] == 0
+
+
 def test_worker_that_cannot_start_is_reported_and_not_waited_for(make_pool: PoolFactory) -> None:
     pool = make_pool(factory="pipeline_double:FailingPipeline", wait=False)
     wait_for(lambda: slot_info(pool)["state"] == "failed")
