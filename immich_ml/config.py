@@ -37,7 +37,9 @@ LOG_LEVELS: Mapping[str, int] = {
 PRECISIONS = ("FP32", "FP16")
 MODEL_PRECISIONS = ("FP32", "FP16", "INT8")
 PLACEMENTS = ("auto", "cpu")
-DEVICES = ("auto", "cpu", "cuda", "rocm", "openvino", "coreml", "armnn", "rknn")
+DEVICES = ("auto", "cpu", "cuda", "tensorrt", "rocm", "openvino", "coreml", "armnn", "rknn")
+# Accelerator families a placement may name with its device id (``cuda:1``).
+_PLACEMENT_KINDS = ("cuda", "tensorrt", "rocm", "openvino", "coreml", "armnn", "rknn", "gpu")
 
 
 @dataclass(frozen=True)
@@ -59,14 +61,20 @@ class MaxBatchSize:
 
     facial_recognition: int | None = None
     ocr: int = 6
+    # immich_ml addition: most images/texts one CLIP run takes when requests are batched
+    # (None: 8 on the CPU, 64 on accelerators; see models/batching.py).
+    clip: int | None = None
 
 
 @dataclass(frozen=True)
 class Placement:
-    """Per-model device placement: ``auto`` runs on the worker's device, ``cpu`` on a CPU worker.
+    """Per-model device placement: ``auto`` runs on the worker's device, ``cpu`` on a CPU worker,
+    a device id (``1``; written ``cuda:1`` too, stored as ``1``) only on the workers of that one
+    of ``MACHINE_LEARNING_DEVICE_IDS``.
 
-    Immich users asked for this (text encoder on CPU for search latency while images use the GPU);
-    the variables are ``MACHINE_LEARNING_PLACEMENT__CLIP__TEXTUAL=cpu`` and so on.
+    Immich users asked for this (text encoder on CPU for search latency while images use the GPU;
+    CLIP on GPU 1 and faces on GPU 0); the variables are
+    ``MACHINE_LEARNING_PLACEMENT__CLIP__TEXTUAL=cpu`` and so on.
     """
 
     clip_textual: str = "auto"
@@ -133,6 +141,16 @@ class Settings:
     # JPEG DCT-domain downscaled decoding when the model input is much smaller than the image.
     fast_decode: bool = True
     worker_start_timeout_s: int = 300
+    # Cross-request batching window in ms (0 = off); None = the measured default for the device
+    # kind (models/batching.py: default_wait_ms).
+    batch_wait_ms: float | None = None
+    # Run each shape bucket once at load so the first request is at steady speed.
+    warmup: bool = True
+    # After an accelerator OOM (even at batch 1), run that request on the CPU (never with DEVICE_STRICT).
+    oom_cpu_fallback: bool = True
+    # TensorRT provider (MACHINE_LEARNING_DEVICE=tensorrt): FP32, FP16 or INT8 (INT8 needs a
+    # calibration table next to the model, else TensorRT refuses and the model falls back, logged).
+    tensorrt_precision: str = "FP16"
 
     @property
     def log_level_number(self) -> int:
@@ -235,6 +253,16 @@ def _device_ids(name: str, value: str) -> tuple[str, ...]:
     return ids
 
 
+def _wait_ms(name: str, value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise SettingsError(name, value, "milliseconds from 0 to 1000 (0 turns batching off)") from None
+    if not 0 <= number <= 1000:
+        raise SettingsError(name, value, "milliseconds from 0 to 1000 (0 turns batching off)")
+    return number
+
+
 def _text(name: str, value: str) -> str:
     return value
 
@@ -268,9 +296,28 @@ def _preload(env: _Reader, deprecated: list[str]) -> PreloadModels:
     )
 
 
-def _placement(env: _Reader) -> Placement:
+def _placement_value(device_ids: tuple[str, ...]) -> Callable[[str, str], str]:
+    """``auto``, ``cpu``, or a device id of ``device_ids`` (``1`` or ``cuda:1`` → ``1``)."""
+
+    def parse(name: str, value: str) -> str:
+        lowered = value.strip().lower()
+        if lowered in PLACEMENTS:
+            return lowered
+        kind, sep, device = lowered.partition(":")
+        device_id = device if sep and kind in _PLACEMENT_KINDS else (lowered if not sep else "")
+        if device_id and device_id in device_ids:
+            return device_id
+        ids = ", ".join(device_ids)
+        raise SettingsError(
+            name, value, f"auto, cpu, or one of MACHINE_LEARNING_DEVICE_IDS ({ids}), e.g. {device_ids[0]} or cuda:{device_ids[-1]}"
+        )
+
+    return parse
+
+
+def _placement(env: _Reader, device_ids: tuple[str, ...]) -> Placement:
     p = "MACHINE_LEARNING_PLACEMENT__"
-    parse = _choice(PLACEMENTS)
+    parse = _placement_value(device_ids)
     return Placement(
         clip_textual=env.get(p + "CLIP__TEXTUAL", parse, "auto"),
         clip_visual=env.get(p + "CLIP__VISUAL", parse, "auto"),
@@ -314,6 +361,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
                 m + "MAX_BATCH_SIZE__FACIAL_RECOGNITION", _optional_int(1), None
             ),
             ocr=env.get(m + "MAX_BATCH_SIZE__OCR", _int(1), 6),
+            clip=env.get(m + "MAX_BATCH_SIZE__CLIP", _optional_int(1), None),
         ),
         openvino_precision=env.get(m + "OPENVINO_PRECISION", _choice(PRECISIONS, upper=True), "FP32"),
         rocm_precision=env.get(m + "ROCM_PRECISION", _choice(PRECISIONS, upper=True), "FP32"),
@@ -329,13 +377,19 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         device=env.get(m + "DEVICE", _choice(DEVICES), "auto"),
         device_strict=env.get(m + "DEVICE_STRICT", _bool, False),
         model_precision=env.get(m + "MODEL_PRECISION", _choice(MODEL_PRECISIONS, upper=True), "FP32"),
-        placement=_placement(env),
+        placement=_placement(env, device_ids),
         cpu_workers=env.get(m + "CPU_WORKERS", _int(0, 64), 0),
         queue_depth=env.get(m + "QUEUE_DEPTH", _int(1, 100_000), defaults.queue_depth),
         max_request_mb=env.get(m + "MAX_REQUEST_MB", _int(1, 4096), defaults.max_request_mb),
         max_image_pixels=env.get(m + "MAX_IMAGE_PIXELS", _int(1), defaults.max_image_pixels),
         fast_decode=env.get(m + "FAST_DECODE", _bool, defaults.fast_decode),
         worker_start_timeout_s=env.get(m + "WORKER_START_TIMEOUT_S", _int(1), 300),
+        batch_wait_ms=env.get(m + "BATCH_WAIT_MS", _wait_ms, None),
+        warmup=env.get(m + "WARMUP", _bool, defaults.warmup),
+        oom_cpu_fallback=env.get(m + "OOM_CPU_FALLBACK", _bool, defaults.oom_cpu_fallback),
+        tensorrt_precision=env.get(
+            m + "TENSORRT_PRECISION", _choice(MODEL_PRECISIONS, upper=True), defaults.tensorrt_precision
+        ),
     )
     for message in deprecated:
         logging.getLogger("immich_ml.config").warning("Deprecated setting: %s", message)
