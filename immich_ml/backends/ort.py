@@ -224,13 +224,14 @@ class OrtSession(SessionMetadata):
             # Outputs land in CPU memory on every provider (one device-to-host copy on GPUs).
             binding.bind_output(name, "cpu")
         run_options = self._run_options(state)
+        extra = (run_options,) if run_options is not None else ()
         try:
             with denormals.flushed():  # ORT's own option misses the calling thread (see denormals)
                 if state.serial is not None:
                     with state.serial:
-                        session.run_with_iobinding(binding, run_options)
+                        session.run_with_iobinding(binding, *extra)
                 else:
-                    session.run_with_iobinding(binding, run_options)
+                    session.run_with_iobinding(binding, *extra)
         except Exception as exc:  # noqa: BLE001 - ORT raises several unrelated types
             provider = state.placement.provider
             text = f"{type(exc).__name__}: {_strip_ort_prefix(str(exc))}"

@@ -13,6 +13,10 @@ Series (all prefixed ``immich_ml_``):
 * per worker slot: ``worker_ready``, ``worker_inflight``, ``worker_queue_depth``,
   ``worker_restarts_total``, ``worker_requests_total``, ``worker_errors_total``
 * per loaded model: ``model_loaded``, ``model_load_seconds``, ``model_runs_total``
+* per batching model (cross-request batching, kept in the worker and read from its status):
+  ``model_batch_size`` (histogram: items per run) and ``model_batch_wait_seconds`` (histogram:
+  each item's wait in the batching window); ``model_oom_total{outcome}`` (accelerator
+  out-of-memory events, and how many runs then went to the CPU)
 """
 
 from __future__ import annotations
@@ -205,7 +209,51 @@ def _model_families(slots: Sequence[Mapping[str, Any]]) -> list[str]:
             if model.get("runs") is not None:
                 runs.append(f"immich_ml_model_runs_total{labels} {_number(float(model['runs']))}")
     return (
-        _family("immich_ml_model_loaded", "gauge", "1 while the model is loaded in the worker.", loaded)
+        _batch_families(slots)
+        + _family("immich_ml_model_loaded", "gauge", "1 while the model is loaded in the worker.", loaded)
         + _family("immich_ml_model_load_seconds", "gauge", "Seconds the last load of the model took.", load_time)
         + _family("immich_ml_model_runs_total", "counter", "Inference runs of the model in the worker.", runs)
+    )
+
+
+_BATCH_LABELS = ("slot", "task", "type", "model")
+
+
+def _histogram_lines(name: str, labels: Sequence[str], data: Mapping[str, Any], scale: float) -> list[str]:
+    """A worker-kept cumulative histogram (models/batching.py Distribution) in exposition lines."""
+    out = []
+    for bound, hits in zip(data["buckets"], data["cumulative"], strict=True):
+        le = f'le="{_number(float(bound) * scale)}"'
+        out.append(f"{name}_bucket{_labels(_BATCH_LABELS, labels, le)} {_number(float(hits))}")
+    inf = 'le="+Inf"'
+    out.append(f"{name}_bucket{_labels(_BATCH_LABELS, labels, inf)} {_number(float(data['count']))}")
+    out.append(f"{name}_sum{_labels(_BATCH_LABELS, labels)} {_number(float(data['sum']) * scale)}")
+    out.append(f"{name}_count{_labels(_BATCH_LABELS, labels)} {_number(float(data['count']))}")
+    return out
+
+
+def _batch_families(slots: Sequence[Mapping[str, Any]]) -> list[str]:
+    sizes: list[str] = []
+    waits: list[str] = []
+    ooms: list[str] = []
+    for slot in slots:
+        for model in slot.get("models") or []:
+            labels = (str(slot["slot"]), str(model.get("task", "")), str(model.get("type", "")),
+                      str(model.get("name", "")))
+            batching = model.get("batching")
+            if batching:
+                sizes += _histogram_lines("immich_ml_model_batch_size", labels, batching["size"], 1.0)
+                waits += _histogram_lines("immich_ml_model_batch_wait_seconds", labels, batching["wait"], 0.001)
+            oom = model.get("oom")
+            if oom and oom.get("events"):
+                for outcome, key in (("event", "events"), ("cpu_run", "cpu_runs")):
+                    outcome_label = f'outcome="{outcome}"'
+                    ooms.append(f"immich_ml_model_oom_total{_labels(_BATCH_LABELS, labels, outcome_label)} "
+                                f"{_number(float(oom[key]))}")
+    return (
+        _family("immich_ml_model_batch_size", "histogram", "Items per cross-request batched run.", sizes)
+        + _family("immich_ml_model_batch_wait_seconds", "histogram",
+                  "Time an item waited in the batching window (seconds).", waits)
+        + _family("immich_ml_model_oom_total", "counter",
+                  "Accelerator out-of-memory events, and runs then moved to the CPU.", ooms)
     )

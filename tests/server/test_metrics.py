@@ -55,3 +55,25 @@ def test_every_line_is_valid_exposition_syntax() -> None:
     assert 'immich_ml_worker_inflight{slot="0",role="device",target="cuda:0"} 2' in text
     assert 'immich_ml_batch_size_bucket{task="ocr",type="recognition",le="8"} 1' in text
     assert text.endswith("\n")
+
+
+def test_batch_histograms_per_model_from_worker_status() -> None:
+    from immich_ml.models.batching import SIZE_BUCKETS, WAIT_BUCKETS_MS, Distribution
+
+    sizes, waits = Distribution(SIZE_BUCKETS), Distribution(WAIT_BUCKETS_MS)
+    for size in (3, 8):
+        sizes.observe(size)
+    for wait in [2.0] * 3 + [4.0] * 8:
+        waits.observe(wait)
+    model = {"task": "clip", "type": "visual", "name": "ViT-B-32__openai", "state": "loaded",
+             "batching": {"size": sizes.as_dict(), "wait": waits.as_dict()},
+             "oom": {"events": 2, "cpu_runs": 1}}
+    text = ServiceMetrics().render([{"slot": 0, "role": "device", "target": "cuda:0", "models": [model]}])
+    labels = 'slot="0",task="clip",type="visual",model="ViT-B-32__openai"'
+    assert f'immich_ml_model_batch_size_bucket{{{labels},le="4"}} 1' in text
+    assert f'immich_ml_model_batch_size_bucket{{{labels},le="+Inf"}} 2' in text
+    assert f"immich_ml_model_batch_size_sum{{{labels}}} 11" in text
+    assert f'immich_ml_model_batch_wait_seconds_bucket{{{labels},le="0.002"}} 3' in text
+    assert f"immich_ml_model_batch_wait_seconds_count{{{labels}}} 11" in text
+    assert f'immich_ml_model_oom_total{{{labels},outcome="cpu_run"}} 1' in text
+    assert all(SAMPLE.match(line) for line in text.splitlines() if not line.startswith("#"))
