@@ -160,7 +160,7 @@ class WorkerPool(Supervision):
         """
         future: Future[Prediction] = Future()
         with self._changed:
-            slot = self._choose(self._role(entries))
+            slot = self._choose(self._role(entries), routing.device_for(self._settings, entries))
             job_id = next(self._job_ids)
             slot.pending[job_id] = Pending(future, time.monotonic() + self._settings.worker_timeout)
             # The pipe of the process the job was registered with: should that process die
@@ -211,14 +211,18 @@ class WorkerPool(Supervision):
     def _role(self, entries: Sequence[Entry]) -> Role:
         return routing.role_for(self._settings, entries) if self._cpu_slots else "device"
 
-    def _choose(self, role: Role) -> Slot:
+    def _choose(self, role: Role, device_id: str | None = None) -> Slot:
+        """The least-loaded ready slot of ``role`` (on ``device_id`` when the model is pinned there)."""
         deadline = time.monotonic() + self._ready_wait_s
         waiting = False
         try:
             while True:
                 if self._closing:
                     raise NotReady("The service is shutting down.")
-                group = [s for s in self._slots if s.plan.role == role]
+                group = [
+                    s for s in self._slots
+                    if s.plan.role == role and (device_id is None or role == "cpu" or s.plan.device_id == device_id)
+                ]
                 ready = [s for s in group if s.state == "ready"]
                 if ready:
                     return self._least_loaded(ready)
