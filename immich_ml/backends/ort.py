@@ -305,13 +305,19 @@ class OrtSession(SessionMetadata):
 
         if provider not in providers.available_providers():
             raise ProviderFailed(provider, providers.missing_provider_reason(provider))
-        opts = providers.provider_options(provider, self._settings, self._target, self._artifacts.directory)
+        opts = providers.provider_options(
+            provider, self._settings, self._target, self._artifacts.directory, shapes=self._options.shapes
+        )
         if provider == providers.OPENVINO:
             self._check_openvino_device(opts)
         wanted = precision.effective_precision(self._settings, provider, opts)
         path, prec = self._model_path(wanted, provider)
         so = ort_options.session_options(self._settings, provider, self._options, self._symbolic)
         requested: list[Any] = [(provider, opts)]
+        if provider == providers.TENSORRT and providers.CUDA in providers.available_providers():
+            # Subgraphs TensorRT cannot build run on CUDA, as NVIDIA documents for this EP.
+            cuda = providers.provider_options(providers.CUDA, self._settings, self._target, self._artifacts.directory)
+            requested.append((providers.CUDA, cuda))
         if provider != providers.CPU:
             # Nodes the accelerator cannot run are placed on CPU by ORT's partitioner; that is
             # normal graph partitioning, not a fallback of the whole model.
@@ -340,7 +346,7 @@ class OrtSession(SessionMetadata):
             provider=actual,
             device=providers.device_label(actual, opts),
             requested=self._requested,
-            precision=prec,
+            precision=self._settings.tensorrt_precision if actual == providers.TENSORRT else prec,
             fallback_reason=reason,
             extra={"chain": ",".join(self._chain), "model": path.name, "fallbacks": str(self._fallbacks)},
         )
