@@ -29,30 +29,13 @@ CUDA_OOM = ("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Non-zero status code r
             "onnxruntime::WaitNotificationFn) Failed to allocate memory for requested buffer of size 411041792")
 
 
-def symbolic_batch(path: Path) -> None:
-    """Give a graph a symbolic batch axis (``batch``), as Immich's exports have; the starter CLIP
-    graphs keep the batch symbolic inside, so the copy runs any batch."""
-    import onnx
-
-    model = onnx.load(str(path))
-    for value in [*model.graph.input, *model.graph.output]:
-        value.type.tensor_type.shape.dim[0].dim_param = "batch"
-    onnx.save(model, str(path))
-
-
 @pytest.fixture(scope="module")
 def batch_cache(starter_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The starter models, with the tiny CLIP's batch axis made symbolic (SFace's already is)."""
-    import shutil
-
+    from immich_ml.bench.batchable import batchable_cache
     from immich_ml.models.starter import TINY_CLIP_MODEL
 
-    cache = tmp_path_factory.mktemp("batch-cache")
-    shutil.copytree(starter_cache / "clip" / TINY_CLIP_MODEL, cache / "clip" / TINY_CLIP_MODEL)
-    for tower in ("visual", "textual"):
-        symbolic_batch(cache / "clip" / TINY_CLIP_MODEL / tower / "model.onnx")
-    shutil.copytree(starter_cache / "facial-recognition", cache / "facial-recognition")
-    return cache
+    return batchable_cache(starter_cache, tmp_path_factory.mktemp("batch-cache"), (TINY_CLIP_MODEL,))
 
 
 def entries(raw: dict[str, Any]) -> Any:
