@@ -144,8 +144,10 @@ class Settings:
     # Cross-request batching window in ms (0 = off); None = the measured default for the device
     # kind (models/batching.py: default_wait_ms).
     batch_wait_ms: float | None = None
-    # Run each shape bucket once at load so the first request is at steady speed.
-    warmup: bool = True
+    # Run each shape bucket once at load so the first request is at steady speed; None = on for
+    # accelerators (they compile/autotune per shape), off on the CPU (measured: no first-request
+    # gain there, +2.3 s per load; benchmarks/README.md "Cross-request batching and warm-up").
+    warmup: bool | None = None
     # After an accelerator OOM (even at batch 1), run that request on the CPU (never with DEVICE_STRICT).
     oom_cpu_fallback: bool = True
     # TensorRT provider (MACHINE_LEARNING_DEVICE=tensorrt): FP32, FP16 or INT8 (INT8 needs a
@@ -230,6 +232,10 @@ def _bool(name: str, value: str) -> bool:
     if lowered in _FALSE:
         return False
     raise SettingsError(name, value, "true or false (also 1/0, yes/no, on/off)")
+
+
+def _optional_bool(name: str, value: str) -> bool | None:
+    return None if value.lower() == "auto" else _bool(name, value)
 
 
 def _choice(options: tuple[str, ...], *, upper: bool = False) -> Callable[[str, str], str]:
@@ -385,7 +391,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         fast_decode=env.get(m + "FAST_DECODE", _bool, defaults.fast_decode),
         worker_start_timeout_s=env.get(m + "WORKER_START_TIMEOUT_S", _int(1), 300),
         batch_wait_ms=env.get(m + "BATCH_WAIT_MS", _wait_ms, None),
-        warmup=env.get(m + "WARMUP", _bool, defaults.warmup),
+        warmup=env.get(m + "WARMUP", _optional_bool, None),
         oom_cpu_fallback=env.get(m + "OOM_CPU_FALLBACK", _bool, defaults.oom_cpu_fallback),
         tensorrt_precision=env.get(
             m + "TENSORRT_PRECISION", _choice(MODEL_PRECISIONS, upper=True), defaults.tensorrt_precision

@@ -289,7 +289,10 @@ class InferenceModel(ABC):
     def _warm_up(self, session: Session) -> None:
         """Run every bucket shape once on zeros so the first request is at steady speed (providers
         compile or autotune per shape; ORT plans memory on the first run of each)."""
-        if not self.settings.warmup:
+        enabled = self.settings.warmup
+        if enabled is None:
+            enabled = session.placement.device != "cpu"
+        if not enabled:
             self.warmup_s = None
             return
         start = time.perf_counter()

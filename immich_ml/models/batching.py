@@ -39,9 +39,11 @@ SIZE_BUCKETS: tuple[float, ...] = (1, 2, 4, 8, 16, 32, 64, 128)
 WAIT_BUCKETS_MS: tuple[float, ...] = (0.5, 1, 2, 5, 10, 20, 50, 100, 250, 1000)
 
 
-# Default windows (ms) when MACHINE_LEARNING_BATCH_WAIT_MS is unset. CPU: measured on the 2-core
-# VM at concurrency 4 and 8 (benchmarks/README.md "Cross-request batching"). Accelerators: not
-# measured yet (no GPU was lent); a few ms is what Triton-style servers use for image encoders.
+# Default windows (ms) when MACHINE_LEARNING_BATCH_WAIT_MS is unset. CPU: off, from the figures
+# at concurrency 4 and 8 on the 2-core VM (benchmarks/README.md "Cross-request batching"): faces
+# gained nothing per request (same CPU ms), CLIP's gain was no larger than the same settings
+# showed at concurrency 1 where nothing can batch. Accelerators: not measured yet (no GPU was
+# lent); a few ms is what Triton-style servers use for image encoders.
 CPU_WAIT_MS = 0.0
 ACCELERATOR_WAIT_MS = 5.0
 # CLIP text is interactive search: batching it would add the window to a person's wait.

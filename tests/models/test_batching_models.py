@@ -265,6 +265,21 @@ def test_warmup_runs_every_bucket_once_at_load(batch_cache: Path, recording: lis
         engine.preload()
         assert engine.status()[0]["warmup_s"] is None
     assert all(not s.recorded for s in recording)
+    with pipeline(batch_cache, warmup=None, preload=_preload(FACE_MODEL)) as engine:
+        engine.preload()  # default: no warm-up on the CPU (measured: no first-request gain there)
+        assert engine.status()[0]["warmup_s"] is None
+    assert all(not s.recorded for s in recording)
+
+
+def test_warmup_is_on_by_default_on_an_accelerator(batch_cache: Path, oom_sessions: list[Any]) -> None:
+    from immich_ml.models.starter import FACE_MODEL
+
+    engine = cuda_pipeline(batch_cache, warmup=None, preload=_preload(FACE_MODEL))
+    try:
+        engine.preload()
+        assert all(m["warmup_s"] is not None for m in engine.status())
+    finally:
+        engine.close()
 
 
 def _preload(name: str) -> Any:
