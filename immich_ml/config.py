@@ -399,4 +399,21 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     )
     for message in deprecated:
         logging.getLogger("immich_ml.config").warning("Deprecated setting: %s", message)
+    _check_pinned_devices(settings)
     return settings
+
+
+def _check_pinned_devices(settings: Settings) -> None:
+    """A model pinned to a device id needs a worker on that device (worker i serves ids[i % n])."""
+    served = set(settings.device_ids[: settings.workers])
+    for name in Placement.__dataclass_fields__:
+        value = getattr(settings.placement, name)
+        if value not in PLACEMENTS and value not in served:
+            task, _, model_type = name.rpartition("_")
+            variable = f"MACHINE_LEARNING_PLACEMENT__{task.upper()}__{model_type.upper()}"
+            raise SettingsError(
+                variable, value,
+                f"a device with a worker: MACHINE_LEARNING_WORKERS={settings.workers} starts workers only on "
+                f"device(s) {', '.join(sorted(served))}; set MACHINE_LEARNING_WORKERS to at least "
+                f"{settings.device_ids.index(value) + 1}",
+            )

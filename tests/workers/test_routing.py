@@ -91,6 +91,7 @@ def test_preload_is_split_between_roles() -> None:
 def test_placement_on_a_device_id() -> None:
     settings = load_settings({
         "MACHINE_LEARNING_DEVICE_IDS": "0,1",
+        "MACHINE_LEARNING_WORKERS": "2",
         "MACHINE_LEARNING_PLACEMENT__CLIP__VISUAL": "cuda:1",
         "MACHINE_LEARNING_PLACEMENT__FACIAL_RECOGNITION__DETECTION": "0",
         "MACHINE_LEARNING_PRELOAD__CLIP__VISUAL": "v",
@@ -117,3 +118,10 @@ def test_placement_on_a_device_id() -> None:
 def test_placement_on_an_unknown_device_id_stops_start_up(value: str) -> None:
     with pytest.raises(SettingsError, match="MACHINE_LEARNING_PLACEMENT__CLIP__VISUAL.*DEVICE_IDS \\(0, 1\\)"):
         load_settings({"MACHINE_LEARNING_DEVICE_IDS": "0,1", "MACHINE_LEARNING_PLACEMENT__CLIP__VISUAL": value})
+
+
+def test_placement_on_a_device_without_a_worker_stops_start_up() -> None:
+    env = {"MACHINE_LEARNING_DEVICE_IDS": "0,1", "MACHINE_LEARNING_PLACEMENT__FACIAL_RECOGNITION__DETECTION": "1"}
+    with pytest.raises(SettingsError, match="MACHINE_LEARNING_PLACEMENT__FACIAL_RECOGNITION__DETECTION.*WORKERS to at least 2"):
+        load_settings(env)
+    assert load_settings({**env, "MACHINE_LEARNING_WORKERS": "2"}).placement.facial_recognition_detection == "1"
