@@ -19,8 +19,9 @@ from immich_ml.backends import registry
 from immich_ml.backends.base import Placement, Target
 from immich_ml.config import Settings
 from immich_ml.errors import AcceleratorOutOfMemory
+from immich_ml.models.catalog import resolve
 from immich_ml.pipeline import Pipeline
-from immich_ml.schemas import parse_entries
+from immich_ml.schemas import ModelTask, ModelType, parse_entries
 
 # Real text of ORT's CUDA provider when its arena cannot grow (onnxruntime/core/framework/bfc_arena.cc).
 CUDA_OOM = ("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Non-zero status code returned while running Conv node. "
@@ -200,32 +201,50 @@ def cuda_pipeline(batch_cache: Path, **changes: Any) -> Pipeline:
     return Pipeline(settings, Target("cuda", "0"))
 
 
+def seven_faces() -> tuple[Any, Any]:
+    """A textured image and seven ArcFace-template faces on it (recognition only: no detector run)."""
+    from immich_ml.ops.align import ARCFACE_TEMPLATE
+    from immich_ml.ops.detect import Detections
+
+    rng = np.random.default_rng(5)
+    image = rng.integers(0, 256, (400, 400, 3), dtype=np.uint8)
+    landmarks = np.stack([ARCFACE_TEMPLATE * rng.uniform(0.7, 1.3) + rng.uniform(20, 220, 2)
+                          for _ in range(7)]).astype(np.float32)
+    boxes = np.concatenate([landmarks.min(axis=1) - 10, landmarks.max(axis=1) + 10], axis=1).astype(np.float32)
+    return image, Detections(boxes, np.full(7, 0.9, np.float32), landmarks)
+
+
 @pytest.mark.parametrize(("limit", "on_cpu"), [(2, False), (0, True)])
 def test_oom_halves_the_batch_then_runs_on_the_cpu(
-    batch_cache: Path, photos: dict[str, Path], oom_sessions: list[Any], limit: int, on_cpu: bool
+    batch_cache: Path, oom_sessions: list[Any], limit: int, on_cpu: bool
 ) -> None:
-    solvay = photos["solvay"].read_bytes()
-    with pipeline(batch_cache, batch_wait_ms=0.0) as alone:
-        expected = alone.predict(faces(), image=solvay)["facial-recognition"]
-    assert len(expected) > 4
+    from immich_ml.models.base import ModelRequest
+    from immich_ml.models.starter import FACE_MODEL
+    from immich_ml.models.timing import Stages
+
+    image, found = seven_faces()
     engine = cuda_pipeline(batch_cache)
     try:
-        engine.predict(faces(), image=solvay)  # load both models
-        recognizer = next(s for s in oom_sessions if isinstance(s, OomSession) and s.inputs[0].shape[-1] == 112)
+        model = engine.manager.get(resolve(FACE_MODEL, ModelTask.FACIAL_RECOGNITION, ModelType.RECOGNITION))
+        # An accelerator pads to the bucket: 7 faces run as one batch of 8.
+        expected = model.predict(ModelRequest(image=image, upstream=found), Stages())
+        (recognizer,) = [s for s in oom_sessions if isinstance(s, OomSession)]
+        assert recognizer.ran == [8] and not recognizer.failed
         recognizer.limit = limit
-        got = engine.predict(faces(), image=solvay)["facial-recognition"]
-        status = next(m for m in engine.status() if m["type"] == "recognition")
+        got = model.predict(ModelRequest(image=image, upstream=found), Stages())
+        status = model.status(0)
     finally:
         engine.close()
     assert [f["boundingBox"] for f in got] == [f["boundingBox"] for f in expected]
     assert all(cosine(a["embedding"], b["embedding"]) >= 0.9999 for a, b in zip(expected, got, strict=True))
-    assert recognizer.failed and max(recognizer.failed) > limit
     oom = status["oom"]
-    assert oom["events"] == len(recognizer.failed) and "out of memory" in oom["last"]
-    if on_cpu:
-        assert oom["cpu_runs"] > 0 and oom["cpu_session"] and not recognizer.ran[1:] == []
-    else:
-        assert oom["cpu_runs"] == 0 and oom["retries"] > 0 and max(recognizer.ran[-3:]) <= limit
+    assert oom["events"] == len(recognizer.failed) > 0 and "out of memory" in oom["last"]
+    assert status["provider"] == "CUDAExecutionProvider"  # the model stays on its device
+    if on_cpu:  # every GPU attempt failed: 8 → 4 → 2 → 1 → CPU
+        assert recognizer.ran == [8] and oom["cpu_runs"] > 0 and oom["cpu_session"]
+    else:  # 8 fails, then 4 + 3 (padded to 4) fail, then the same faces run in runs of 2 on the GPU
+        assert recognizer.failed == [8, 4, 4] and recognizer.ran[1:] == [2, 2, 2, 1]
+        assert oom["cpu_runs"] == 0 and oom["retries"] == 3
 
 
 def test_oom_without_cpu_fallback_fails_that_request_only(
