@@ -20,8 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from immich_ml.backends import registry
-from immich_ml.backends.base import Placement, Session, SessionOptions, Target
-from immich_ml.backends.base import ModelArtifacts
+from immich_ml.backends.base import ModelArtifacts, Placement, Session, SessionOptions, Target
 from immich_ml.config import Settings
 from immich_ml.errors import BackendUnavailable, ImmichMLError, ModelLoadError
 from immich_ml.models.batching import Batcher, batch_wait_ms
