@@ -45,9 +45,11 @@ LOG_LEVELS: Mapping[str, int] = {
 PRECISIONS = ("FP32", "FP16")
 MODEL_PRECISIONS = ("FP32", "FP16", "INT8")
 PLACEMENTS = ("auto", "cpu")
-DEVICES = ("auto", "cpu", "cuda", "rocm", "openvino", "coreml", "armnn", "rknn")
+DEVICES = ("auto", "cpu", "cuda", "tensorrt", "rocm", "openvino", "coreml", "armnn", "rknn")
 # Where Immich (through RapidOCR 3.8.1) downloads PP-OCRv5 files from.
 OCR_MODEL_URL = "https://www.modelscope.cn/models/RapidAI/RapidOCR/resolve/v3.8.0/onnx/PP-OCRv5"
+# Accelerator families a placement may name with its device id (``cuda:1``).
+_PLACEMENT_KINDS = ("cuda", "tensorrt", "rocm", "openvino", "coreml", "armnn", "rknn", "gpu")
 
 
 @dataclass(frozen=True)
@@ -69,14 +71,20 @@ class MaxBatchSize:
 
     facial_recognition: int | None = None
     ocr: int = 6
+    # immich_ml addition: most images/texts one CLIP run takes when requests are batched
+    # (None: 8 on the CPU, 64 on accelerators; see models/batching.py).
+    clip: int | None = None
 
 
 @dataclass(frozen=True)
 class Placement:
-    """Per-model device placement: ``auto`` runs on the worker's device, ``cpu`` on a CPU worker.
+    """Per-model device placement: ``auto`` runs on the worker's device, ``cpu`` on a CPU worker,
+    a device id (``1``; written ``cuda:1`` too, stored as ``1``) only on the workers of that one
+    of ``MACHINE_LEARNING_DEVICE_IDS``.
 
-    Immich users asked for this (text encoder on CPU for search latency while images use the GPU);
-    the variables are ``MACHINE_LEARNING_PLACEMENT__CLIP__TEXTUAL=cpu`` and so on.
+    Immich users asked for this (text encoder on CPU for search latency while images use the GPU;
+    CLIP on GPU 1 and faces on GPU 0); the variables are
+    ``MACHINE_LEARNING_PLACEMENT__CLIP__TEXTUAL=cpu`` and so on.
     """
 
     clip_textual: str = "auto"
@@ -146,6 +154,18 @@ class Settings:
     worker_start_timeout_s: int = 300
     # Base URL of RapidOCR's PP-OCRv5 files (a mirror, or a local server in tests).
     ocr_model_url: str = OCR_MODEL_URL
+    # Cross-request batching window in ms (0 = off); None = the measured default for the device
+    # kind (models/batching.py: default_wait_ms).
+    batch_wait_ms: float | None = None
+    # Run each shape bucket once at load so the first request is at steady speed; None = on for
+    # accelerators (they compile/autotune per shape), off on the CPU (measured: no first-request
+    # gain there, +2.3 s per load; benchmarks/README.md "Cross-request batching and warm-up").
+    warmup: bool | None = None
+    # After an accelerator OOM (even at batch 1), run that request on the CPU (never with DEVICE_STRICT).
+    oom_cpu_fallback: bool = True
+    # TensorRT provider (MACHINE_LEARNING_DEVICE=tensorrt): FP32, FP16 or INT8 (INT8 needs a
+    # calibration table next to the model, else TensorRT refuses and the model falls back, logged).
+    tensorrt_precision: str = "FP16"
 
     @property
     def log_level_number(self) -> int:
@@ -230,6 +250,10 @@ def _bool(name: str, value: str) -> bool:
     raise SettingsError(name, value, "true or false (also 1/0, yes/no, on/off)")
 
 
+def _optional_bool(name: str, value: str) -> bool | None:
+    return None if value.lower() == "auto" else _bool(name, value)
+
+
 def _choice(options: tuple[str, ...], *, upper: bool = False) -> Callable[[str, str], str]:
     def parse(name: str, value: str) -> str:
         normalized = value.upper() if upper else value.lower()
@@ -249,6 +273,16 @@ def _device_ids(name: str, value: str) -> tuple[str, ...]:
     if not ids:
         raise SettingsError(name, value, "a comma-separated list of device ids, e.g. 0,1")
     return ids
+
+
+def _wait_ms(name: str, value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise SettingsError(name, value, "milliseconds from 0 to 1000 (0 turns batching off)") from None
+    if not 0 <= number <= 1000:
+        raise SettingsError(name, value, "milliseconds from 0 to 1000 (0 turns batching off)")
+    return number
 
 
 def _text(name: str, value: str) -> str:
@@ -314,17 +348,19 @@ _SETTINGS: dict[str, tuple[str, Parser]] = {
     "worker_start_timeout_s": (_M + "WORKER_START_TIMEOUT_S", _int(1)),
     "hf_hub_offline": ("HF_HUB_OFFLINE", _bool),
     "ocr_model_url": (_M + "OCR_MODEL_URL", _text),
+    "batch_wait_ms": (_M + "BATCH_WAIT_MS", _wait_ms),
+    "warmup": (_M + "WARMUP", _optional_bool),
+    "oom_cpu_fallback": (_M + "OOM_CPU_FALLBACK", _bool),
+    "tensorrt_precision": (_M + "TENSORRT_PRECISION", _choice(MODEL_PRECISIONS, upper=True)),
 }
 _PRELOADS: dict[str, tuple[str, Parser]] = {
     **{f: (_PRELOAD + key, _names) for f, key in _TASK_TYPES.items()},
     "ocr_max_resolution": (_PRELOAD + "OCR__MAX_RESOLUTION", _int(32, 8192)),
 }
-_PLACEMENTS: dict[str, tuple[str, Parser]] = {
-    f: (_PLACEMENT + key, _choice(PLACEMENTS)) for f, key in _TASK_TYPES.items()
-}
 _BATCH_SIZES: dict[str, tuple[str, Parser]] = {
     "facial_recognition": (_M + "MAX_BATCH_SIZE__FACIAL_RECOGNITION", _optional_int(1)),
     "ocr": (_M + "MAX_BATCH_SIZE__OCR", _int(1)),
+    "clip": (_M + "MAX_BATCH_SIZE__CLIP", _optional_int(1)),
 }
 
 
@@ -346,6 +382,25 @@ def _preload(env: _Reader, deprecated: list[str]) -> PreloadModels:
     return env.fields(defaults, _PRELOADS)
 
 
+def _placement_value(device_ids: tuple[str, ...]) -> Callable[[str, str], str]:
+    """``auto``, ``cpu``, or a device id of ``device_ids`` (``1`` or ``cuda:1`` → ``1``)."""
+
+    def parse(name: str, value: str) -> str:
+        lowered = value.strip().lower()
+        if lowered in PLACEMENTS:
+            return lowered
+        kind, sep, device = lowered.partition(":")
+        device_id = device if sep and kind in _PLACEMENT_KINDS else (lowered if not sep else "")
+        if device_id and device_id in device_ids:
+            return device_id
+        ids = ", ".join(device_ids)
+        raise SettingsError(
+            name, value, f"auto, cpu, or one of MACHINE_LEARNING_DEVICE_IDS ({ids}), e.g. {device_ids[0]} or cuda:{device_ids[-1]}"
+        )
+
+    return parse
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Read every setting from ``environ`` (default: ``os.environ``) into one frozen object."""
     env = _Reader(os.environ if environ is None else environ)
@@ -356,9 +411,29 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         # One device id by default: the first of MACHINE_LEARNING_DEVICE_IDS.
         device_id=env.get(_M + "DEVICE_ID", _text, settings.device_ids[0]),
         preload=_preload(env, deprecated),
-        placement=env.fields(Placement(), _PLACEMENTS),
+        placement=env.fields(
+            Placement(),
+            {f: (_PLACEMENT + key, _placement_value(settings.device_ids)) for f, key in _TASK_TYPES.items()},
+        ),
         max_batch_size=env.fields(MaxBatchSize(), _BATCH_SIZES),
     )
     for message in deprecated:
         logging.getLogger("immich_ml.config").warning("Deprecated setting: %s", message)
+    _check_pinned_devices(settings)
     return settings
+
+
+def _check_pinned_devices(settings: Settings) -> None:
+    """A model pinned to a device id needs a worker on that device (worker i serves ids[i % n])."""
+    served = set(settings.device_ids[: settings.workers])
+    for name in Placement.__dataclass_fields__:
+        value = getattr(settings.placement, name)
+        if value not in PLACEMENTS and value not in served:
+            task, _, model_type = name.rpartition("_")
+            variable = f"MACHINE_LEARNING_PLACEMENT__{task.upper()}__{model_type.upper()}"
+            raise SettingsError(
+                variable, value,
+                f"a device with a worker: MACHINE_LEARNING_WORKERS={settings.workers} starts workers only on "
+                f"device(s) {', '.join(sorted(served))}; set MACHINE_LEARNING_WORKERS to at least "
+                f"{settings.device_ids.index(value) + 1}",
+            )

@@ -101,6 +101,14 @@ class BackendError(ImmichMLError):
     kind = "backend"
 
 
+class AcceleratorOutOfMemory(BackendError):
+    """The accelerator ran out of memory for one run (transient: a smaller batch or the CPU may
+    still work). The model layer retries; this reaches a client only when nothing else worked."""
+
+    status = 503
+    kind = "accelerator_out_of_memory"
+
+
 class BackendUnavailable(ImmichMLError):
     """A requested backend or device is not installed or failed to initialise."""
 

@@ -140,3 +140,17 @@ def test_settings_error_survives_pickling() -> None:
         load_settings({"IMMICH_PORT": "0"})
     copy = pickle.loads(pickle.dumps(info.value))
     assert (copy.variable, copy.value, copy.message) == (info.value.variable, "0", info.value.message)
+
+
+def test_batching_warmup_and_oom_settings() -> None:
+    from immich_ml.config import load_settings as load
+
+    default = load({})
+    assert (default.batch_wait_ms, default.warmup, default.oom_cpu_fallback) == (None, None, True)
+    assert default.max_batch_size.clip is None
+    custom = load({"MACHINE_LEARNING_BATCH_WAIT_MS": "2.5", "MACHINE_LEARNING_WARMUP": "false",
+                   "MACHINE_LEARNING_OOM_CPU_FALLBACK": "no", "MACHINE_LEARNING_MAX_BATCH_SIZE__CLIP": "32"})
+    assert (custom.batch_wait_ms, custom.warmup, custom.oom_cpu_fallback) == (2.5, False, False)
+    assert custom.max_batch_size.clip == 32 and load({"MACHINE_LEARNING_WARMUP": "auto"}).warmup is None
+    with pytest.raises(SettingsError, match="MACHINE_LEARNING_BATCH_WAIT_MS"):
+        load({"MACHINE_LEARNING_BATCH_WAIT_MS": "-1"})

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
+from immich_ml.backends import oom
 from immich_ml.backends._armnn_memory import BatchPlan, as_aligned
 from immich_ml.backends.base import (
     Availability,
@@ -45,7 +46,13 @@ from immich_ml.backends.base import (
     TensorSpec,
 )
 from immich_ml.config import Settings
-from immich_ml.errors import BackendError, BackendUnavailable, FormatUnavailable, ModelLoadError
+from immich_ml.errors import (
+    AcceleratorOutOfMemory,
+    BackendError,
+    BackendUnavailable,
+    FormatUnavailable,
+    ModelLoadError,
+)
 
 if TYPE_CHECKING:
     from immich_ml._core import _armnn
@@ -272,6 +279,8 @@ class ArmnnSession(SessionMetadata):
                 self._network.run(inputs, outputs)
                 finish()
         except (self._module.ArmnnError, ValueError) as exc:
+            if oom.is_out_of_memory(str(exc)):
+                raise AcceleratorOutOfMemory(f"ARM NN ran out of memory running the model: {exc}") from exc
             raise BackendError(f"ARM NN failed to run the model: {exc}") from exc
         return list(plan.outputs)
 

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from immich_ml.backends import denormals, ort_options, ortlog, precision, prepare, providers
+from immich_ml.backends import denormals, oom, ort_options, ortlog, precision, prepare, providers
 from immich_ml.backends.base import (
     BoundCall,
     ModelArtifacts,
@@ -37,7 +37,7 @@ from immich_ml.backends.base import (
 )
 from immich_ml.backends.buffers import BufferPool
 from immich_ml.config import Settings
-from immich_ml.errors import BackendError, BackendUnavailable, ModelLoadError
+from immich_ml.errors import AcceleratorOutOfMemory, BackendError, BackendUnavailable, ModelLoadError
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +149,7 @@ class OrtSession(SessionMetadata):
         self._pool = BufferPool()
         self._closed = False
         self._fallbacks = 0
+        self._shrink_arena = False
         self._state = self._open_from(0, fallback_reason)
         self._placement = self._state.placement
         self._inputs = tuple(_spec(i) for i in self._state.session.get_inputs())
@@ -177,6 +178,12 @@ class OrtSession(SessionMetadata):
             for name in feeds
         }
         return self._run_bound(arrays)
+
+    def free_memory(self) -> None:
+        """After an out-of-memory run: drop idle pooled buffers and let the next run give the
+        device arena's unused chunks back (ORT's ``memory.enable_memory_arena_shrinkage``)."""
+        self._pool.clear()
+        self._shrink_arena = True
 
     def close(self) -> None:
         """Drop the InferenceSession (runtime memory goes with its last in-flight call)."""
@@ -215,20 +222,40 @@ class OrtSession(SessionMetadata):
         for name in state.output_names:
             # Outputs land in CPU memory on every provider (one device-to-host copy on GPUs).
             binding.bind_output(name, "cpu")
+        run_options = self._run_options(state)
+        extra = (run_options,) if run_options is not None else ()
         try:
             with denormals.flushed():  # ORT's own option misses the calling thread (see denormals)
                 if state.serial is not None:
                     with state.serial:
-                        session.run_with_iobinding(binding)
+                        session.run_with_iobinding(binding, *extra)
                 else:
-                    session.run_with_iobinding(binding)
+                    session.run_with_iobinding(binding, *extra)
         except Exception as exc:  # noqa: BLE001 - ORT raises several unrelated types
             provider = state.placement.provider
+            text = f"{type(exc).__name__}: {_strip_ort_prefix(str(exc))}"
+            if provider != providers.CPU and oom.is_out_of_memory(str(exc)):
+                # Transient: the model layer retries smaller or on the CPU; the provider stays.
+                raise AcceleratorOutOfMemory(f"{provider} ran out of memory running {self._label}: {brief(text)}") from exc
             if type(exc).__name__ in _CALLER_ERRORS or provider == providers.CPU:
                 raise BackendError(f"ONNX Runtime failed to run {self._label} on {provider}: {exc}") from exc
-            raise ProviderFailed(provider, f"run failed: {type(exc).__name__}: {_strip_ort_prefix(str(exc))}") from exc
+            raise ProviderFailed(provider, f"run failed: {text}") from exc
         # .numpy() views keep their OrtValue alive (capsule base), so no copy is needed.
         return [value.numpy() for value in binding.get_outputs()]
+
+    def _run_options(self, state: _Loaded) -> Any:
+        """``None``, or once after :meth:`free_memory` run options that shrink the device arena."""
+        if not self._shrink_arena:
+            return None
+        self._shrink_arena = False
+        device = state.placement.device
+        if not device.startswith(("cuda:", "rocm:")):
+            return None
+        import onnxruntime as ort
+
+        options = ort.RunOptions()
+        options.add_run_config_entry("memory.enable_memory_arena_shrinkage", f"gpu:{device.split(':', 1)[1]}")
+        return options
 
     def _fall_back(self, failed: _Loaded, failure: ProviderFailed) -> None:
         with self._lock:
@@ -277,13 +304,19 @@ class OrtSession(SessionMetadata):
 
         if provider not in providers.available_providers():
             raise ProviderFailed(provider, providers.missing_provider_reason(provider))
-        opts = providers.provider_options(provider, self._settings, self._target, self._artifacts.directory)
+        opts = providers.provider_options(
+            provider, self._settings, self._target, self._artifacts.directory, shapes=self._options.shapes
+        )
         if provider == providers.OPENVINO:
             self._check_openvino_device(opts)
         wanted = precision.effective_precision(self._settings, provider, opts)
         path, prec = self._model_path(wanted, provider)
         so = ort_options.session_options(self._settings, provider, self._options, self._symbolic)
         requested: list[Any] = [(provider, opts)]
+        if provider == providers.TENSORRT and providers.CUDA in providers.available_providers():
+            # Subgraphs TensorRT cannot build run on CUDA, as NVIDIA documents for this EP.
+            cuda = providers.provider_options(providers.CUDA, self._settings, self._target, self._artifacts.directory)
+            requested.append((providers.CUDA, cuda))
         if provider != providers.CPU:
             # Nodes the accelerator cannot run are placed on CPU by ORT's partitioner; that is
             # normal graph partitioning, not a fallback of the whole model.
@@ -312,7 +345,7 @@ class OrtSession(SessionMetadata):
             provider=actual,
             device=providers.device_label(actual, opts),
             requested=self._requested,
-            precision=prec,
+            precision=self._settings.tensorrt_precision if actual == providers.TENSORRT else prec,
             fallback_reason=reason,
             extra={"chain": ",".join(self._chain), "model": path.name, "fallbacks": str(self._fallbacks)},
         )

@@ -23,6 +23,7 @@ from immich_ml.errors import BackendUnavailable
 log = logging.getLogger(__name__)
 
 CUDA = "CUDAExecutionProvider"
+TENSORRT = "TensorrtExecutionProvider"  # opt-in only (MACHINE_LEARNING_DEVICE=tensorrt), never picked by auto
 MIGRAPHX = "MIGraphXExecutionProvider"
 ROCM = "ROCMExecutionProvider"  # removed from ORT 1.23; older onnxruntime-rocm wheels still have it
 OPENVINO = "OpenVINOExecutionProvider"
@@ -35,12 +36,17 @@ SUPPORTED_PROVIDERS: tuple[str, ...] = (CUDA, MIGRAPHX, ROCM, OPENVINO, COREML, 
 # Target.kind -> the providers that serve it, best first.
 KIND_PROVIDERS: Mapping[str, tuple[str, ...]] = {
     "cuda": (CUDA,),
+    # TensorRT builds engines for the graphs it can take; if it cannot take a model at all, the
+    # model moves to plain CUDA with a WARNING (or fails with DEVICE_STRICT), like any provider.
+    "tensorrt": (TENSORRT, CUDA),
     "rocm": (MIGRAPHX, ROCM),
     "openvino": (OPENVINO,),
     "coreml": (COREML,),
     "cpu": (CPU,),
 }
-PROVIDER_KIND: Mapping[str, str] = {p: k for k, ps in KIND_PROVIDERS.items() for p in ps}
+PROVIDER_KIND: Mapping[str, str] = {
+    p: k for k, ps in KIND_PROVIDERS.items() for p in ps if k != "tensorrt"
+} | {TENSORRT: "tensorrt"}
 
 # Providers that run on a GPU/NPU and therefore may use the FP16 model (settings.model_precision).
 GPU_PROVIDERS = frozenset({CUDA, MIGRAPHX, ROCM, COREML})
@@ -112,7 +118,7 @@ def supported_available() -> list[str]:
     return [p for p in SUPPORTED_PROVIDERS if p in offered]
 
 
-_EXTRA_FOR_PROVIDER = {CUDA: "cuda", MIGRAPHX: "rocm", ROCM: "rocm", OPENVINO: "openvino", COREML: "cpu"}
+_EXTRA_FOR_PROVIDER = {CUDA: "cuda", TENSORRT: "cuda", MIGRAPHX: "rocm", ROCM: "rocm", OPENVINO: "openvino", COREML: "cpu"}
 
 
 def missing_provider_reason(provider: str) -> str:
@@ -151,7 +157,8 @@ def provider_chain(settings: Settings, target: Target) -> list[str]:
         return [CPU]
     own = list(KIND_PROVIDERS.get(target.kind, ()))
     offered = supported_available()
-    chain = [p for p in own if p in offered] or own[:1]
+    listed = set(available_providers())
+    chain = [p for p in own if p in listed] or own[:1]
     if settings.device == "auto":
         start = min((SUPPORTED_PROVIDERS.index(p) for p in own), default=len(SUPPORTED_PROVIDERS))
         chain += [p for p in offered if SUPPORTED_PROVIDERS.index(p) > start and p not in chain]
@@ -193,6 +200,7 @@ def provider_options(
     model_dir: Path,
     *,
     openvino_device_list: Sequence[str] | None = None,
+    shapes: Sequence[Mapping[str, tuple[int, ...]]] = (),
 ) -> dict[str, str]:
     """Options for one provider, as strings (ORT stringifies them anyway).
 
@@ -204,6 +212,8 @@ def provider_options(
         return {"arena_extend_strategy": "kSameAsRequested"}
     if provider in (CUDA, ROCM):
         return {"arena_extend_strategy": "kSameAsRequested", "device_id": device_id}
+    if provider == TENSORRT:
+        return tensorrt_options(settings, device_id, model_dir, shapes)
     if provider == MIGRAPHX:
         return {
             "device_id": device_id,
@@ -228,6 +238,47 @@ def provider_options(
             "ModelCacheDirectory": cache_dir(model_dir, "coreml"),
         }
     return {}
+
+
+def tensorrt_options(
+    settings: Settings, device_id: str, model_dir: Path, shapes: Sequence[Mapping[str, tuple[int, ...]]]
+) -> dict[str, str]:
+    """TensorRT EP options: precision from MACHINE_LEARNING_TENSORRT_PRECISION, engines and timing
+    cache persisted next to the model (a restart or a TTL reload reuses them instead of spending
+    minutes rebuilding), and one optimisation profile spanning the model's shape buckets."""
+    cache = cache_dir(model_dir, "tensorrt")
+    options = {
+        "device_id": device_id,
+        "trt_fp16_enable": "True" if settings.tensorrt_precision in ("FP16", "INT8") else "False",
+        "trt_int8_enable": "True" if settings.tensorrt_precision == "INT8" else "False",
+        "trt_engine_cache_enable": "True",
+        "trt_engine_cache_path": cache,
+        "trt_timing_cache_enable": "True",
+        "trt_timing_cache_path": cache,
+    }
+    if settings.tensorrt_precision == "INT8":
+        # Calibration table written by TensorRT's own tools, next to the model; without it only
+        # graphs with Q/DQ nodes build at INT8 (TensorRT reports the rest and the model falls back).
+        options["trt_int8_calibration_table_name"] = "calibration.flatbuffers"
+    if len(shapes) > 1:
+        names = sorted({name for bucket in shapes for name in bucket})
+        smallest = min(shapes, key=lambda b: sum(_volume(v) for v in b.values()))
+        largest = max(shapes, key=lambda b: sum(_volume(v) for v in b.values()))
+
+        def profile(bucket: Mapping[str, tuple[int, ...]]) -> str:
+            return ",".join(f"{n}:{'x'.join(str(d) for d in bucket[n])}" for n in names if n in bucket)
+
+        options["trt_profile_min_shapes"] = profile(smallest)
+        options["trt_profile_opt_shapes"] = profile(largest)
+        options["trt_profile_max_shapes"] = profile(largest)
+    return options
+
+
+def _volume(shape: tuple[int, ...]) -> int:
+    total = 1
+    for dim in shape:
+        total *= dim
+    return total
 
 
 def device_label(provider: str, options: Mapping[str, Any]) -> str:

@@ -56,6 +56,8 @@ def probe(kind: str, settings: Settings) -> Availability:
     if wanted is None:
         return Availability(False, f"unknown device kind {kind!r}")
     offered = providers.available_providers()
+    if kind == "tensorrt":
+        wanted = wanted[:1]  # CUDA alone does not make TensorRT usable
     if any(p in offered for p in wanted):
         return Availability(True, "")
     return Availability(False, f"{wanted[0]} {providers.missing_provider_reason(wanted[0])}")

@@ -25,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from immich_ml._core import _rknn
+from immich_ml.backends import oom
 from immich_ml.backends.base import (
     Availability,
     BoundCall,
@@ -44,7 +45,13 @@ from immich_ml.backends.rknn_io import (
     plan_input,
 )
 from immich_ml.config import Settings
-from immich_ml.errors import BackendError, BackendUnavailable, FormatUnavailable, ModelLoadError
+from immich_ml.errors import (
+    AcceleratorOutOfMemory,
+    BackendError,
+    BackendUnavailable,
+    FormatUnavailable,
+    ModelLoadError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -292,6 +299,8 @@ class RknnSession(SessionMetadata):
                 if widened is not None:
                     self._model.output_into(slot, index, widened.reshape(-1))
         except _rknn.RknnError as exc:
+            if oom.is_out_of_memory(str(exc)):
+                raise AcceleratorOutOfMemory(f"RKNN ran out of memory running {self._label}: {exc}") from exc
             raise BackendError(f"RKNN failed to run {self._label}: {exc}") from exc
         return list(buffers.outputs)
 

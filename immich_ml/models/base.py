@@ -20,11 +20,13 @@ import numpy as np
 import numpy.typing as npt
 
 from immich_ml.backends import registry
-from immich_ml.backends.base import Placement, Session, SessionOptions, Target
+from immich_ml.backends.base import ModelArtifacts, Placement, Session, SessionOptions, Target
 from immich_ml.config import Settings
 from immich_ml.errors import BackendUnavailable, ImmichMLError, InvalidInput, ModelLoadError
+from immich_ml.models.batching import Batcher, batch_wait_ms
 from immich_ml.models.cache import ModelFiles, ModelStore
 from immich_ml.models.catalog import ModelSpec
+from immich_ml.models.runner import RowRunner
 from immich_ml.models.timing import Stages
 from immich_ml.schemas import PAYLOAD_MISSING, ModelFormat, ModelTask, ModelType
 
@@ -81,6 +83,10 @@ class InferenceModel(ABC):
         self.last_error: str | None = None
         self.format: ModelFormat | None = None
         self._attempts = 0
+        self._artifacts: ModelArtifacts | None = None
+        self._runner: RowRunner[Any] | None = None
+        self._batcher: Batcher[Any, Any] | None = None
+        self.warmup_s: float | None = None
 
     # --- hooks -----------------------------------------------------------------------------------
 
@@ -99,6 +105,13 @@ class InferenceModel(ABC):
 
     def session_options(self) -> SessionOptions:
         return SessionOptions(label=self.spec.label)
+
+    def warmup_shapes(self) -> tuple[Mapping[str, tuple[int, ...]], ...]:
+        """Input shapes run once at load (every bucket the model will use)."""
+        return self.session_options().shapes
+
+    def _batching(self, session: Session) -> None:
+        """Set up ``self._runner`` / ``self._batcher`` for the opened session (batching models)."""
 
     def min_image_side(self) -> int | None:
         """Smallest image side this model can use without losing detail (for downscaled JPEG decode);
@@ -167,6 +180,7 @@ class InferenceModel(ABC):
                     raise
                 raise error from exc
             self._attempts = 0  # the next "Attempt #2" line only ever follows a failure
+            self._warm_up(session)
             self.load_time_s = time.perf_counter() - start
             self._placement = session.placement
             self._session = session
@@ -192,6 +206,7 @@ class InferenceModel(ABC):
                 return False
             self._session = None
             self._reset()
+            self._close_batching()
             self.state = "unloaded"
             session.close()
         log.info("Unloaded %s model '%s'", self.spec.label, self.spec.name)
@@ -226,7 +241,83 @@ class InferenceModel(ABC):
             "last_error": self.last_error,
             "load_time_s": round(self.load_time_s, 3) if self.load_time_s is not None else None,
             "runs": self.runs,
+            "warmup_s": round(self.warmup_s, 3) if self.warmup_s is not None else None,
+            "batching": self._batcher.stats() if self._batcher is not None else None,
+            "oom": self._runner.stats() if self._runner is not None else None,
         }
+
+    # --- batching, OOM recovery and warm-up ------------------------------------------------------
+
+    def batch_wait_ms(self) -> float:
+        """The batching window for this model: the setting, else the measured per-device default."""
+        return batch_wait_ms(self.settings, self.target.kind, self.type.value)
+
+    def _make_batching(
+        self,
+        session: Session,
+        shapes: Any,
+        sizes: tuple[int, ...],
+        *,
+        output_index: int = 0,
+        batched: bool,
+    ) -> None:
+        """A RowRunner for ``sizes`` buckets and, when ``batched``, a Batcher of up to the largest."""
+        placement = session.placement
+        on_cpu = placement.device == "cpu"
+        allowed = self.settings.oom_cpu_fallback and not self.settings.device_strict and not on_cpu
+        artifacts = self._artifacts
+        open_cpu = None
+        if allowed and artifacts is not None:
+            def open_cpu() -> Session:
+                return registry.open_session(
+                    artifacts, self.settings, Target("cpu", self.target.device_id), self.session_options()
+                )
+        self._runner = RowRunner(
+            self.spec.label, shapes, sizes, output_index=output_index, pad=not on_cpu, open_cpu=open_cpu
+        )
+        wait_ms = self.batch_wait_ms()
+        if batched and wait_ms > 0 and max(sizes) > 1:
+            self._batcher = Batcher(
+                self.spec.label, self._run_batch, max_items=max(sizes), wait_s=wait_ms / 1000.0
+            )
+
+    def _run_batch(self, items: list[Any]) -> list[Any]:
+        """The Batcher's run function: items of several requests through the RowRunner."""
+        session, runner = self._session, self._runner
+        if session is None or runner is None:  # pragma: no cover - requests keep the model loaded
+            raise ModelLoadError(f"Model '{self.spec.name}' was unloaded during a batch; this is a bug")
+        return runner.rows(session, items, self._fill_batch)
+
+    def _fill_batch(self, buffers: Mapping[str, Any], items: Any, batch: int) -> None:
+        """Copy per-request items into the bound buffers (batching models override)."""
+        raise NotImplementedError
+
+    def _close_batching(self) -> None:
+        runner, self._runner, self._batcher = self._runner, None, None
+        if runner is not None:
+            runner.close()
+
+    def _warm_up(self, session: Session) -> None:
+        """Run every bucket shape once on zeros so the first request is at steady speed (providers
+        compile or autotune per shape; ORT plans memory on the first run of each)."""
+        enabled = self.settings.warmup
+        if enabled is None:
+            enabled = session.placement.device != "cpu"
+        if not enabled:
+            self.warmup_s = None
+            return
+        start = time.perf_counter()
+        for shapes in self.warmup_shapes():
+            try:
+                with session.bind(shapes) as call:
+                    for buffer in call.inputs.values():
+                        buffer[...] = 0
+                    call.run()
+            except ImmichMLError as exc:
+                log.warning("Warm-up of %s at %s failed: %s", self.spec.label, dict(shapes), exc.message)
+                break
+        self.warmup_s = time.perf_counter() - start
+        log.info("Warmed up %s (%d shapes) in %.2f s", self.spec.label, len(self.warmup_shapes()), self.warmup_s)
 
     # --- loading ---------------------------------------------------------------------------------
 
@@ -262,6 +353,7 @@ class InferenceModel(ABC):
 
     def _open(self, files: ModelFiles) -> Session:
         self._reset()
+        self._close_batching()
         try:
             self._prepare(files)
         except ImmichMLError:
@@ -270,6 +362,7 @@ class InferenceModel(ABC):
             raise _FileProblem(f"{type(exc).__name__}: {exc}") from exc
         self.format = files.format
         artifacts = files.artifacts()
+        self._artifacts = artifacts
         try:
             session = registry.open_session(artifacts, self.settings, self.target, self.session_options())
         except BackendUnavailable:
@@ -281,6 +374,7 @@ class InferenceModel(ABC):
             raise ModelLoadError(f"Failed to load model '{self.spec.name}': {message}") from exc
         try:
             self._configure(session)
+            self._batching(session)
         except BaseException:
             session.close()
             raise

@@ -17,6 +17,10 @@ Series (all prefixed ``immich_ml_``; names are the ones the hand-written exposit
 Every label value is bounded: a client never names a series. Model labels are names a worker's
 catalog resolved (learnt from its answers, at most :data:`MAX_MODEL_LABELS`), anything else is
 ``other``; HTTP methods outside the standard set are ``other`` too.
+* per batching model (cross-request batching, kept in the worker and read from its status):
+  ``model_batch_size`` (histogram: items per run) and ``model_batch_wait_seconds`` (histogram:
+  each item's wait in the batching window); ``model_oom_total{outcome}`` (accelerator
+  out-of-memory events, and how many runs then went to the CPU)
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.utils import floatToGoString
 from prometheus_client.registry import Collector
 
 # The text format (0.0.4) every Prometheus server reads.
@@ -145,6 +150,7 @@ class PoolCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         yield from self._worker_families()
         yield from self._model_families()
+        yield from self._batch_families()
 
     def _worker_families(self) -> Iterator[Metric]:
         for name, kind, help_text, field in _WORKER_SERIES:
@@ -182,3 +188,44 @@ class PoolCollector(Collector):
                 if model.get("runs") is not None:
                     runs.add_metric(values, float(model["runs"]))
         yield from (loaded, load_time, runs)
+
+    def _batch_families(self) -> Iterator[Metric]:
+        sizes = HistogramMetricFamily(
+            "immich_ml_model_batch_size", "Items per cross-request batched run.", labels=_BATCH_LABELS
+        )
+        waits = HistogramMetricFamily(
+            "immich_ml_model_batch_wait_seconds",
+            "Time an item waited in the batching window (seconds).",
+            labels=_BATCH_LABELS,
+        )
+        ooms = CounterMetricFamily(
+            "immich_ml_model_oom",
+            "Accelerator out-of-memory events, and runs then moved to the CPU.",
+            labels=(*_BATCH_LABELS, "outcome"),
+        )
+        for slot in self._slots:
+            for model in slot.get("models") or []:
+                labels = [str(slot["slot"]), str(model.get("task", "")), str(model.get("type", "")),
+                          str(model.get("name", ""))]
+                batching = model.get("batching")
+                if batching:
+                    _add_histogram(sizes, labels, batching["size"], 1.0)
+                    _add_histogram(waits, labels, batching["wait"], 0.001)
+                oom = model.get("oom")
+                if oom and oom.get("events"):
+                    for outcome, key in (("event", "events"), ("cpu_run", "cpu_runs")):
+                        ooms.add_metric([*labels, outcome], float(oom[key]))
+        yield from (sizes, waits, ooms)
+
+
+_BATCH_LABELS = ("slot", "task", "type", "model")
+
+
+def _add_histogram(family: HistogramMetricFamily, labels: list[str], data: Mapping[str, Any], scale: float) -> None:
+    """A worker-kept cumulative histogram (models/batching.py Distribution) as one series."""
+    buckets = [
+        (floatToGoString(float(bound) * scale), float(hits))
+        for bound, hits in zip(data["buckets"], data["cumulative"], strict=True)
+    ]
+    buckets.append(("+Inf", float(data["count"])))
+    family.add_metric(labels, buckets, float(data["sum"]) * scale)

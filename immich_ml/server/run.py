@@ -90,7 +90,12 @@ def _log_start(settings: Settings) -> None:
     )
     slots = ", ".join(f"worker {p.index} -> {p.kind}:{p.device_id}" for p in plans)
     placed = sorted("/".join(pair) for pair in routing.cpu_placed(settings))
-    log.info("Worker slots: %s%s", slots, f"; placed on CPU workers: {', '.join(placed)}" if placed else "")
+    pinned = sorted(f"{'/'.join(pair)} on device {where}" for pair, where in routing.device_placed(settings).items())
+    log.info(
+        "Worker slots: %s%s%s", slots,
+        f"; placed on CPU workers: {', '.join(placed)}" if placed else "",
+        f"; pinned: {', '.join(pinned)}" if pinned else "",
+    )
 
 
 def serve(settings: Settings, *, pipeline_factory: str = PIPELINE_FACTORY) -> None:

@@ -48,7 +48,7 @@ class Dispatcher:
         timeout = table.settings.worker_timeout
         future: Future[Prediction] = Future()
         with table.changed:
-            slot = self._choose(self._role(entries))
+            slot = self._choose(self._role(entries), routing.device_for(self._table.settings, entries))
             job_id = next(self._job_ids)
             # No deadline until the worker says a thread started it (protocol.Started):
             # WORKER_TIMEOUT measures run time, not time queued behind other requests.
@@ -98,7 +98,8 @@ class Dispatcher:
         table = self._table
         return routing.role_for(table.settings, entries) if table.cpu_slots else "device"
 
-    def _choose(self, role: Role) -> Slot:
+    def _choose(self, role: Role, device_id: str | None = None) -> Slot:
+        """The least-loaded ready slot of ``role`` (on ``device_id`` when the model is pinned there)."""
         table = self._table
         deadline = time.monotonic() + self._ready_wait_s
         waiting = False
@@ -106,7 +107,10 @@ class Dispatcher:
             while True:
                 if table.closing:
                     raise NotReady("The service is shutting down.")
-                group = [s for s in table.slots if s.plan.role == role]
+                group = [
+                    s for s in table.slots
+                    if s.plan.role == role and (device_id is None or role == "cpu" or s.plan.device_id == device_id)
+                ]
                 ready = [s for s in group if s.state == "ready"]
                 if ready:
                     return self._least_loaded(ready)

@@ -7,6 +7,10 @@ Per-model placement (``MACHINE_LEARNING_PLACEMENT__<TASK>__<TYPE>=cpu``) moves m
 CPU-only slots (``MACHINE_LEARNING_CPU_WORKERS``, at least one) so that, for example, text search
 stays fast on the CPU while a GPU embeds images. A dependent model (face recognition, OCR
 recognition) always runs where its detection runs: detection hands its crops over in-process.
+
+A placement may also name a device id of ``MACHINE_LEARNING_DEVICE_IDS`` (``1`` or ``cuda:1``):
+those models then run only on the device slots of that id (CLIP on GPU 1, faces on GPU 0), and
+only those slots preload them. ``config`` rejects an id that is not in ``DEVICE_IDS``.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ class SlotPlan:
 
 
 def placement_of(settings: Settings, task: ModelTask, model_type: ModelType) -> str:
-    """``cpu`` or ``auto`` for one model; dependents follow their dependency's placement."""
+    """``cpu``, ``auto`` or a device id for one model; dependents follow their dependency's placement."""
     task, model_type = DEPENDENCIES.get((task, model_type), (task, model_type))
     return settings.placement.for_model(task.value, model_type.value)
 
@@ -52,6 +56,34 @@ def cpu_placed(settings: Settings) -> frozenset[tuple[str, str]]:
         for task, model_type in PLACEABLE
         if placement_of(settings, task, model_type) == "cpu"
     )
+
+
+def device_placed(settings: Settings) -> dict[tuple[str, str], str]:
+    """``(task, type)`` → the device id it is pinned to (only models placed on a device id)."""
+    pinned: dict[tuple[str, str], str] = {}
+    for task, model_type in PLACEABLE:
+        where = placement_of(settings, task, model_type)
+        if where not in ("auto", "cpu"):
+            pinned[(task.value, model_type.value)] = where
+    return pinned
+
+
+def device_for(settings: Settings, entries: Iterable[Entry]) -> str | None:
+    """The device id a request must run on, or ``None`` when any device slot may serve it.
+
+    Immich sends one task per request; should a request mix models pinned to different devices,
+    the first pinned entry decides (its dependents must run in the same process anyway).
+    """
+    for entry in entries:
+        where = placement_of(settings, entry.task, entry.type)
+        if where not in ("auto", "cpu"):
+            return where
+    return None
+
+
+def placed_on(settings: Settings, device_id: str) -> tuple[str, ...]:
+    """``task/type`` of the models pinned to ``device_id`` (for /health and the start-up log)."""
+    return tuple(sorted("/".join(pair) for pair, where in device_placed(settings).items() if where == device_id))
 
 
 def device_slots(settings: Settings) -> list[SlotPlan]:
@@ -92,15 +124,22 @@ def role_for(settings: Settings, entries: Iterable[Entry]) -> Role:
     return "cpu" if roles == {"cpu"} else "device"
 
 
-def preload_for(settings: Settings, role: Role, placed: frozenset[tuple[str, str]]) -> PreloadModels:
+def preload_for(
+    settings: Settings, role: Role, placed: frozenset[tuple[str, str]], device_id: str | None = None
+) -> PreloadModels:
     """The share of ``settings.preload`` a slot of ``role`` loads, given the CPU-placed models.
 
-    ``placed`` is empty when there are no CPU slots: device slots then preload everything.
+    ``placed`` is empty when there are no CPU slots: device slots then preload everything. A
+    device slot (``device_id``) leaves out models pinned to another device id.
     """
     preload = settings.preload
+    pinned = device_placed(settings)
 
     def share(task: ModelTask, model_type: ModelType, names: tuple[str, ...]) -> tuple[str, ...]:
-        on_cpu = (task.value, model_type.value) in placed
+        key = (task.value, model_type.value)
+        if role == "device" and device_id is not None and pinned.get(key, device_id) != device_id:
+            return ()
+        on_cpu = key in placed
         return names if (role == "cpu") == on_cpu else ()
 
     fr, clip, ocr = ModelTask.FACIAL_RECOGNITION, ModelTask.SEARCH, ModelTask.OCR

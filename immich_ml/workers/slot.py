@@ -21,6 +21,7 @@ from immich_ml.config import Settings
 from immich_ml.errors import ImmichMLError
 from immich_ml.workers.entry import run_worker
 from immich_ml.workers.protocol import WorkerSpec
+from immich_ml.workers import routing
 from immich_ml.workers.routing import SlotPlan
 
 State = Literal["starting", "ready", "restarting", "failed", "stopped"]
@@ -74,6 +75,12 @@ class Slot:
         self.pending: dict[int, Pending] = {}
         self.queries: dict[int, Pending] = {}
         self.target = f"{plan.kind}:{plan.device_id}"
+        # Models pinned to this slot (MACHINE_LEARNING_PLACEMENT__*): a device id, or cpu for CPU slots.
+        self.placed_here = (
+            routing.placed_on(spec.settings, plan.device_id)
+            if plan.role == "device"
+            else tuple(sorted("/".join(pair) for pair in spec.cpu_placed))
+        )
         self.pid: int | None = None
         self.models: list[dict[str, Any]] = []
         self.restarts = 0
@@ -139,6 +146,7 @@ class Slot:
             "slot": self.plan.index,
             "role": self.plan.role,
             "device_id": self.plan.device_id,
+            "placed_here": list(self.placed_here),
             "target": self.target,
             "pid": self.pid,
             "state": self.state,

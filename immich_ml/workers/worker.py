@@ -78,7 +78,7 @@ def worker_settings(spec: WorkerSpec, kind: str) -> Settings:
     # CPU-placed models move off a device worker only when that worker is not on the CPU itself
     # (the pool starts CPU slots on the same condition).
     placed = spec.cpu_placed if (spec.role == "cpu" or kind != "cpu") else frozenset()
-    return replace(settings, preload=routing.preload_for(settings, spec.role, placed))
+    return replace(settings, preload=routing.preload_for(settings, spec.role, placed, spec.device_id))
 
 
 class _Sender:

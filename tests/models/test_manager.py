@@ -185,7 +185,7 @@ def test_status_is_truthful(settings: Settings) -> None:
     assert 0 < status["ttl_remaining_s"] <= 300 and status["load_time_s"] >= 0
     assert set(status) == {"task", "type", "name", "state", "backend", "provider", "device", "requested",
                            "fallback_reason", "precision", "ttl_remaining_s", "last_error",
-                           "load_time_s", "runs"}
+                           "load_time_s", "runs", "warmup_s", "batching", "oom"}
 
 
 def _rss_bytes() -> int:

@@ -75,3 +75,29 @@ def test_promtool_accepts_the_exposition(tmp_path: Any) -> None:
     )
     # promtool exits 3 for lint findings (not errors), 1 for invalid exposition; accept neither.
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_batch_histograms_per_model_from_worker_status() -> None:
+    from immich_ml.models.batching import SIZE_BUCKETS, WAIT_BUCKETS_MS, Distribution
+
+    sizes, waits = Distribution(SIZE_BUCKETS), Distribution(WAIT_BUCKETS_MS)
+    for size in (3, 8):
+        sizes.observe(size)
+    for wait in [2.0] * 3 + [4.0] * 8:
+        waits.observe(wait)
+    model = {"task": "clip", "type": "visual", "name": "ViT-B-32__openai", "state": "loaded",
+             "batching": {"size": sizes.as_dict(), "wait": waits.as_dict()},
+             "oom": {"events": 2, "cpu_runs": 1}}
+    text = ServiceMetrics().render([{"slot": 0, "role": "device", "target": "cuda:0", "models": [model]}]).decode()
+    samples = {
+        (s.name, tuple(sorted((k, v) for k, v in s.labels.items() if k not in ("slot", "task", "type", "model")))): s.value
+        for family in text_string_to_metric_families(text) for s in family.samples
+        if s.labels.get("model") == "ViT-B-32__openai"
+    }
+    assert samples[("immich_ml_model_batch_size_bucket", (("le", "4.0"),))] == 1
+    assert samples[("immich_ml_model_batch_size_bucket", (("le", "+Inf"),))] == 2
+    assert samples[("immich_ml_model_batch_size_sum", ())] == 11
+    assert samples[("immich_ml_model_batch_wait_seconds_bucket", (("le", "0.002"),))] == 3
+    assert samples[("immich_ml_model_batch_wait_seconds_count", ())] == 11
+    assert samples[("immich_ml_model_oom_total", (("outcome", "cpu_run"),))] == 1
+    assert all(SAMPLE.match(line) for line in text.splitlines() if not line.startswith("#"))

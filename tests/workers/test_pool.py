@@ -312,3 +312,24 @@ def test_kill_while_large_payloads_are_being_written(make_pool: PoolFactory) -> 
     failures = [o for o in outcomes if not isinstance(o, Prediction)]
     assert failures and all(isinstance(f, WorkerCrashed) for f in failures), failures
     assert isinstance(pool.predict(VISUAL, image=b"fine"), Prediction)
+
+
+def test_models_placed_on_a_device_id_run_only_on_that_devices_workers(make_pool: PoolFactory) -> None:
+    # CPU slots stand in for two GPUs: CLIP image pinned to device 1, everything else anywhere.
+    pool = make_pool({
+        "MACHINE_LEARNING_DEVICE_IDS": "0,1",
+        "MACHINE_LEARNING_WORKERS": "4",
+        "MACHINE_LEARNING_PLACEMENT__CLIP__VISUAL": "cuda:1",
+        "MACHINE_LEARNING_PRELOAD__CLIP__VISUAL": "v",
+        "MACHINE_LEARNING_PRELOAD__CLIP__TEXTUAL": "t",
+    })
+    report = pool.health()
+    assert [w["device_id"] for w in report] == ["0", "1", "0", "1"]
+    assert [w["placed_here"] for w in report] == [[], ["clip/visual"], [], ["clip/visual"]]
+    for worker in report:  # only device 1's workers preload the pinned model
+        names = [m["name"] for m in worker["models"]]
+        assert names == (["t", "v"] if worker["device_id"] == "1" else ["t"]), (worker["slot"], names)
+    served = {body(pool.predict(VISUAL, image=b"img"))["servedBy"]["target"] for _ in range(8)}
+    assert served == {"cpu:1"}
+    anywhere = {body(pool.predict(TEXT, text="x"))["servedBy"]["target"] for _ in range(8)}
+    assert anywhere == {"cpu:0", "cpu:1"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from immich_ml.config import load_settings
+from immich_ml.errors import SettingsError
 from immich_ml.schemas import ModelTask, ModelType, parse_entries
 from immich_ml.workers import routing
 
@@ -85,3 +86,42 @@ def test_preload_is_split_between_roles() -> None:
     assert cpu.ocr_max_resolution == device.ocr_max_resolution == 1024
     everything = routing.preload_for(settings, "device", frozenset())
     assert (everything.clip_textual, everything.clip_visual) == (("a", "b"), ("c",))
+
+
+def test_placement_on_a_device_id() -> None:
+    settings = load_settings({
+        "MACHINE_LEARNING_DEVICE_IDS": "0,1",
+        "MACHINE_LEARNING_WORKERS": "2",
+        "MACHINE_LEARNING_PLACEMENT__CLIP__VISUAL": "cuda:1",
+        "MACHINE_LEARNING_PLACEMENT__FACIAL_RECOGNITION__DETECTION": "0",
+        "MACHINE_LEARNING_PRELOAD__CLIP__VISUAL": "v",
+        "MACHINE_LEARNING_PRELOAD__FACIAL_RECOGNITION__DETECTION": "d",
+        "MACHINE_LEARNING_PRELOAD__FACIAL_RECOGNITION__RECOGNITION": "r",
+    })
+    assert routing.device_placed(settings) == {
+        ("clip", "visual"): "1",
+        ("facial-recognition", "detection"): "0",
+        ("facial-recognition", "recognition"): "0",  # follows its detection
+    }
+    visual = parse_entries(b'{"clip":{"visual":{"modelName":"v"}}}')
+    text = parse_entries(b'{"clip":{"textual":{"modelName":"t"}}}')
+    assert routing.device_for(settings, visual) == "1" and routing.device_for(settings, text) is None
+    assert routing.cpu_placed(settings) == frozenset()
+    on_1 = routing.preload_for(settings, "device", frozenset(), "1")
+    on_0 = routing.preload_for(settings, "device", frozenset(), "0")
+    assert (on_1.clip_visual, on_1.facial_recognition_detection) == (("v",), ())
+    assert (on_0.clip_visual, on_0.facial_recognition_recognition) == ((), ("r",))
+    assert routing.placed_on(settings, "0") == ("facial-recognition/detection", "facial-recognition/recognition")
+
+
+@pytest.mark.parametrize("value", ["2", "cuda:7", "gpu1", "npu:1"])
+def test_placement_on_an_unknown_device_id_stops_start_up(value: str) -> None:
+    with pytest.raises(SettingsError, match="MACHINE_LEARNING_PLACEMENT__CLIP__VISUAL.*DEVICE_IDS \\(0, 1\\)"):
+        load_settings({"MACHINE_LEARNING_DEVICE_IDS": "0,1", "MACHINE_LEARNING_PLACEMENT__CLIP__VISUAL": value})
+
+
+def test_placement_on_a_device_without_a_worker_stops_start_up() -> None:
+    env = {"MACHINE_LEARNING_DEVICE_IDS": "0,1", "MACHINE_LEARNING_PLACEMENT__FACIAL_RECOGNITION__DETECTION": "1"}
+    with pytest.raises(SettingsError, match="MACHINE_LEARNING_PLACEMENT__FACIAL_RECOGNITION__DETECTION.*WORKERS to at least 2"):
+        load_settings(env)
+    assert load_settings({**env, "MACHINE_LEARNING_WORKERS": "2"}).placement.facial_recognition_detection == "1"

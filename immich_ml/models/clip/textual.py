@@ -3,6 +3,8 @@
 Files: ``<name>/config.json`` (``text_cfg``), ``textual/tokenizer.json``,
 ``textual/tokenizer_config.json`` (``pad_token``), ``textual/model.onnx``. Output: ``embedding``
 float32 ``[1, D]``, already L2-normalised by the graph, returned as Immich's JSON-array string.
+Cross-request batching is off by default for text (search is interactive; see
+:data:`~immich_ml.models.batching.UNBATCHED_BY_DEFAULT`); ``MACHINE_LEARNING_BATCH_WAIT_MS`` turns it on.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from typing import Any
 
 import numpy as np
@@ -17,7 +20,9 @@ import numpy as np
 from immich_ml.backends.base import Session, SessionOptions, TensorSpec
 from immich_ml.errors import InvalidInput, ModelLoadError
 from immich_ml.models.base import InferenceModel, ModelRequest
+from immich_ml.models.batching import static_batch
 from immich_ml.models.cache import ModelFiles
+from immich_ml.models.clip.visual import clip_batch_sizes
 from immich_ml.models.clip.tokenizer import ClipTokenizer, TextConfig
 from immich_ml.models.timing import Stages
 from immich_ml.ops.embed import serialize_embedding
@@ -36,6 +41,7 @@ class OpenClipTextual(InferenceModel):
     _tokenizer: ClipTokenizer | None = None
     _inputs: tuple[TensorSpec, ...] = ()
     _output_index = 0
+    _sizes: tuple[int, ...] = (1,)
 
     def required_files(self) -> tuple[str, ...]:
         return ("config.json", "textual/tokenizer.json", "textual/tokenizer_config.json")
@@ -68,14 +74,27 @@ class OpenClipTextual(InferenceModel):
                 )
         names = [o.name for o in session.outputs]
         self._output_index = names.index("embedding") if "embedding" in names else 0
+        fixed = static_batch(self._inputs[0].shape[0] if self._inputs[0].shape else None)
+        self._sizes = (fixed,) if fixed is not None else clip_batch_sizes(self)
+
+    def _batching(self, session: Session) -> None:
+        self._make_batching(session, self._shapes, self._sizes, output_index=self._output_index, batched=True)
+
+    def _shapes(self, batch: int) -> dict[str, tuple[int, ...]]:
+        context = self._tokenizer.context_length if self._tokenizer else 0
+        return {name: (batch, context) for name in self.input_names}
+
+    def warmup_shapes(self) -> tuple[dict[str, tuple[int, ...]], ...]:
+        return tuple(self._shapes(size) for size in self._sizes)
 
     def _reset(self) -> None:
         self._tokenizer = None
         self._inputs = ()
+        self._sizes = (1,)
 
     def session_options(self) -> SessionOptions:
-        context = self._tokenizer.context_length if self._tokenizer else 0
-        shapes = ({name: (1, context) for name in self.input_names},) if context else ()
+        sizes = self._sizes if self._sizes != (1,) else clip_batch_sizes(self)
+        shapes = tuple(self._shapes(size) for size in sizes) if self._tokenizer else ()
         return SessionOptions(shapes=shapes, label=self.spec.label, intra_op_threads=self._search_threads())
 
     def _search_threads(self) -> int:
@@ -93,20 +112,33 @@ class OpenClipTextual(InferenceModel):
         language = request.options.get("language")
         if language is not None and not isinstance(language, str):
             raise InvalidInput("Option 'language' must be a string such as 'de' or 'zh-CN'.")
-        context = tokenizer.context_length
-        with session.bind({spec.name: (1, context) for spec in self._inputs}) as call:
-            with stages("preprocess"):
-                ids, mask = tokenizer.encode(text, language)
-                self._fill(call.inputs, ids, mask)
-            with stages("inference"):
-                outputs = call.run()
-            with stages("postprocess"):
-                vector = np.array(outputs[self._output_index], dtype=np.float32).reshape(-1)
+        runner = self._runner
+        assert runner is not None
+        with stages("preprocess"):
+            ids, mask = tokenizer.encode(text, language)
+            row = self._row(ids, mask)
+        started = time.perf_counter()
+        if self._batcher is not None:
+            (vector,) = self._batcher.submit([row])
+        else:
+            (vector,) = runner.rows(session, [row], self._fill_batch)
+        stages.add("inference", time.perf_counter() - started)
+        with stages("postprocess"):
+            vector = np.ascontiguousarray(vector, dtype=np.float32).reshape(-1)
         with stages("serialize"):
             return serialize_embedding(vector)
 
-    def _fill(self, buffers: Any, ids: np.ndarray[Any, Any], mask: np.ndarray[Any, Any]) -> None:
-        buffers["text"][0] = ids
+    def _row(self, ids: np.ndarray[Any, Any], mask: np.ndarray[Any, Any]) -> tuple[np.ndarray[Any, Any], ...]:
+        """One request's values for each of :attr:`input_names`."""
+        return (ids,)
+
+    def _fill_batch(self, buffers: Any, items: Any, batch: int) -> None:
+        for position, name in enumerate(self.input_names):
+            buffer = buffers[name]
+            for i, row in enumerate(items):
+                buffer[i] = row[position]
+            if len(items) < batch:
+                buffer[len(items) :] = 0
 
 
 class MClipTextual(OpenClipTextual):
@@ -114,6 +146,5 @@ class MClipTextual(OpenClipTextual):
 
     input_names = ("input_ids", "attention_mask")
 
-    def _fill(self, buffers: Any, ids: np.ndarray[Any, Any], mask: np.ndarray[Any, Any]) -> None:
-        buffers["input_ids"][0] = ids
-        buffers["attention_mask"][0] = mask
+    def _row(self, ids: np.ndarray[Any, Any], mask: np.ndarray[Any, Any]) -> tuple[np.ndarray[Any, Any], ...]:
+        return (ids, mask)

@@ -4,11 +4,15 @@ Files: ``visual/preprocess_cfg.json`` (``size``, ``mean``, ``std``, ``interpolat
 and ``visual/model.onnx``: input ``image`` float32 ``[1,3,S,S]`` (or, for graphs that normalise
 themselves, uint8 ``[1,S,S,3]``), output ``embedding`` float32 ``[1,D]``, L2-normalised by the graph.
 The compiled resize kernel writes the normalised pixels straight into the session's input buffer.
+With cross-request batching on (``MACHINE_LEARNING_BATCH_WAIT_MS``) and a graph whose batch axis
+is dynamic, each request resizes into its own row and concurrent requests share runs of up to
+``MAX_BATCH_SIZE__CLIP`` images (:mod:`immich_ml.models.batching`).
 """
 
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
@@ -17,6 +21,8 @@ import numpy as np
 from immich_ml.backends.base import Session, SessionOptions
 from immich_ml.errors import ModelLoadError
 from immich_ml.models.base import InferenceModel, ModelRequest, pixel_buffer
+from immich_ml.models.batching import batch_sizes, static_batch
+from immich_ml.models.runner import copy_rows
 from immich_ml.models.cache import ModelFiles
 from immich_ml.models.timing import Stages
 from immich_ml.ops.embed import serialize_embedding
@@ -26,6 +32,18 @@ from immich_ml.schemas import ModelTask, ModelType
 Resample = Literal["bilinear", "bicubic", "lanczos"]
 ResizeMode = Literal["shortest", "squash"]
 _RESAMPLE: dict[str, Resample] = {"bicubic": "bicubic", "bilinear": "bilinear", "lanczos": "lanczos"}
+# Without MAX_BATCH_SIZE__CLIP: a CPU gains nothing past a few images per run; an accelerator
+# needs dozens to fill up (ViT-B-32 at 64 images is still well under 1 GB of activations).
+DEFAULT_MAX_BATCH_CPU = 8
+DEFAULT_MAX_BATCH_ACCELERATOR = 64
+
+
+def clip_batch_sizes(model: InferenceModel) -> tuple[int, ...]:
+    """Bucket sizes of a CLIP tower: ``(1,)`` without batching, else up to MAX_BATCH_SIZE__CLIP."""
+    if model.batch_wait_ms() <= 0:
+        return (1,)
+    default = DEFAULT_MAX_BATCH_CPU if model.target.kind == "cpu" else DEFAULT_MAX_BATCH_ACCELERATOR
+    return batch_sizes(model.settings.max_batch_size.clip or default)
 
 
 @dataclass(frozen=True)
@@ -80,6 +98,7 @@ class ClipVisual(InferenceModel):
     _input = "image"
     _fused = False
     _output_index = 0
+    _sizes: tuple[int, ...] = (1,)
 
     def required_files(self) -> tuple[str, ...]:
         return ("visual/preprocess_cfg.json",)
@@ -108,17 +127,34 @@ class ClipVisual(InferenceModel):
             )
         outputs = [o.name for o in session.outputs]
         self._output_index = outputs.index("embedding") if "embedding" in outputs else 0
+        fixed = static_batch(spec.shape[0])
+        self._sizes = (fixed,) if fixed is not None else clip_batch_sizes(self)
+
+    def _batching(self, session: Session) -> None:
+        self._make_batching(session, self._shapes, self._sizes, output_index=self._output_index, batched=True)
+
+    def _shapes(self, batch: int) -> dict[str, tuple[int, ...]]:
+        return {self._input: self._shape(batch)}
+
+    def warmup_shapes(self) -> tuple[dict[str, tuple[int, ...]], ...]:
+        return tuple(self._shapes(size) for size in self._sizes)
+
+    def _fill_batch(self, buffers: Any, items: Any, batch: int) -> None:
+        copy_rows(self._input)(buffers, items, batch)
 
     def _reset(self) -> None:
         self._pre = None
+        self._sizes = (1,)
 
-    def _shape(self) -> tuple[int, int, int, int]:
+    def _shape(self, batch: int = 1) -> tuple[int, int, int, int]:
         assert self._pre is not None
         s = self._pre.size
-        return (1, s, s, 3) if self._fused else (1, 3, s, s)
+        return (batch, s, s, 3) if self._fused else (batch, 3, s, s)
 
     def session_options(self) -> SessionOptions:
-        shapes = ({self._input: self._shape()},) if self._pre else ()
+        # Every bucket the model will run (before _configure: the ones the settings allow).
+        sizes = self._sizes if self._sizes != (1,) else clip_batch_sizes(self)
+        shapes = tuple({self._input: self._shape(size)} for size in sizes) if self._pre else ()
         return SessionOptions(shapes=shapes, label=self.spec.label)
 
     def min_image_side(self) -> int | None:
@@ -127,22 +163,37 @@ class ClipVisual(InferenceModel):
     def _predict(self, session: Session, request: ModelRequest, stages: Stages) -> str:
         image = request.pixels()
         pre = self._pre
-        assert pre is not None
-        with session.bind({self._input: self._shape()}) as call:
+        runner = self._runner
+        assert pre is not None and runner is not None
+
+        def resize(buffer: Any, source: Any) -> None:
+            resize_normalize_into(
+                source, pixel_buffer(buffer), 0, size=(pre.size, pre.size), mode=pre.mode,
+                resample=pre.resample, mean=pre.mean, std=pre.std,
+            )
+
+        if self._batcher is not None:
             with stages("preprocess"):
-                resize_normalize_into(
-                    image,
-                    pixel_buffer(call.inputs[self._input]),
-                    0,
-                    size=(pre.size, pre.size),
-                    mode=pre.mode,
-                    resample=pre.resample,
-                    mean=pre.mean,
-                    std=pre.std,
-                )
+                row = np.empty(self._shape(1), dtype=np.uint8 if self._fused else np.float32)
+                resize(row, image)
             with stages("inference"):
-                outputs = call.run()
-            with stages("postprocess"):
-                vector = np.array(outputs[self._output_index], dtype=np.float32).reshape(-1)
+                (vector,) = self._batcher.submit([row[0]])
+        else:
+            preprocess = 0.0
+
+            def fill(buffers: Any, items: Any, batch: int) -> None:
+                nonlocal preprocess
+                started = time.perf_counter()
+                resize(buffers[self._input], items[0])
+                if batch > 1:
+                    buffers[self._input][1:] = 0
+                preprocess += time.perf_counter() - started
+
+            started = time.perf_counter()
+            (vector,) = runner.rows(session, [image], fill)
+            stages.add("preprocess", preprocess)
+            stages.add("inference", time.perf_counter() - started - preprocess)
+        with stages("postprocess"):
+            vector = np.ascontiguousarray(vector, dtype=np.float32).reshape(-1)
         with stages("serialize"):
             return serialize_embedding(vector)

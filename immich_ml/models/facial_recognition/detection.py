@@ -135,6 +135,9 @@ class FaceDetector(InferenceModel):
     def session_options(self) -> SessionOptions:
         return SessionOptions(label=self.spec.label)
 
+    def warmup_shapes(self) -> tuple[dict[str, tuple[int, ...]], ...]:
+        return ({self._input: self._shape()},)
+
     @property
     def input_size(self) -> tuple[int, int]:
         """Model input (height, width) in pixels."""

@@ -8,11 +8,14 @@ the model (512 for InsightFace, 128 for the starter's SFace).
 All faces of an image are aligned by the compiled warp straight into the session's input buffer and
 run in batches drawn from a small fixed set of sizes (1, 2, 4, 8, 16, capped by
 ``MAX_BATCH_SIZE__FACIAL_RECOGNITION``), so the runtime only ever sees a handful of shapes and its
-memory stays flat whatever the face count.
+memory stays flat whatever the face count. With cross-request batching on
+(``MACHINE_LEARNING_BATCH_WAIT_MS``), each request aligns its crops into its own buffer and the
+crops of concurrent requests share runs (:mod:`immich_ml.models.batching`).
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -21,6 +24,8 @@ import numpy.typing as npt
 from immich_ml.backends.base import Session, SessionOptions
 from immich_ml.errors import ModelLoadError
 from immich_ml.models.base import InferenceModel, ModelRequest, pixel_buffer
+from immich_ml.models.batching import batch_sizes, static_batch
+from immich_ml.models.runner import copy_rows
 from immich_ml.models.cache import ModelFiles
 from immich_ml.models.facial_recognition.metadata import Normalization, read_normalization
 from immich_ml.models.timing import Stages
@@ -34,33 +39,6 @@ ARCFACE_NORMALIZATION = Normalization(mean=127.5, std=127.5)
 # Without a configured maximum: large enough to amortise per-run overhead, small enough that the
 # input buffer stays modest (16 × 3 × 112 × 112 × 4 B = 2.4 MB).
 DEFAULT_MAX_BATCH = 16
-
-
-def batch_sizes(maximum: int, fixed: int | None = None) -> tuple[int, ...]:
-    """The batch sizes a recognizer runs: powers of two below ``maximum`` plus ``maximum`` itself, or
-    only ``fixed`` when the model's batch axis is static."""
-    if fixed is not None:
-        return (fixed,)
-    sizes = {1, max(1, maximum)}
-    size = 2
-    while size < maximum:
-        sizes.add(size)
-        size *= 2
-    return tuple(sorted(sizes))
-
-
-def plan_batches(count: int, sizes: tuple[int, ...]) -> list[tuple[int, int]]:
-    """Split ``count`` faces into runs of ``(faces, batch)``: greedy largest size first, so no run is
-    padded unless the model's batch is fixed above the faces left (then the last run is padded)."""
-    runs: list[tuple[int, int]] = []
-    left = count
-    while left > 0:
-        fitting = [s for s in sizes if s <= left]
-        batch = fitting[-1] if fitting else sizes[0]
-        faces = min(batch, left)
-        runs.append((faces, batch))
-        left -= faces
-    return runs
 
 
 def float32_text(value: float) -> float:
@@ -101,10 +79,20 @@ class FaceRecognizer(InferenceModel):
             raise ModelLoadError(
                 f"Model '{self.spec.name}' takes {spatial} crops; only {CROP}×{CROP} is supported."
             )
-        batch = spec.shape[0]
-        fixed = batch if isinstance(batch, int) and batch > 0 else None
         maximum = self.settings.max_batch_size.facial_recognition or DEFAULT_MAX_BATCH
-        self._sizes = batch_sizes(maximum, fixed)
+        self._sizes = batch_sizes(maximum, static_batch(spec.shape[0]))
+
+    def _batching(self, session: Session) -> None:
+        self._make_batching(session, self._shapes, self._sizes, batched=True)
+
+    def _shapes(self, batch: int) -> dict[str, tuple[int, ...]]:
+        return {self._input: self._shape(batch)}
+
+    def warmup_shapes(self) -> tuple[dict[str, tuple[int, ...]], ...]:
+        return tuple(self._shapes(size) for size in self._sizes)
+
+    def _fill_batch(self, buffers: Any, items: Any, batch: int) -> None:
+        copy_rows(self._input)(buffers, items, batch)
 
     def _reset(self) -> None:
         self._norm = ARCFACE_NORMALIZATION
@@ -149,21 +137,28 @@ class FaceRecognizer(InferenceModel):
     ) -> npt.NDArray[np.float32]:
         """Embeddings ``(faces, D)`` float32, one row per landmark set, in order."""
         norm = self._norm
-        rows: list[npt.NDArray[np.float32]] = []
-        start = 0
-        for faces, batch in plan_batches(len(landmarks), self._sizes):
-            with session.bind({self._input: self._shape(batch)}) as call:
-                buffer = pixel_buffer(call.inputs[self._input])
-                with stages("preprocess"):
-                    align_faces_into(
-                        image, landmarks[start : start + faces], buffer, 0, mean=norm.mean, std=norm.std
-                    )
-                    if faces < batch:
-                        buffer[faces:] = 0
-                with stages("inference"):
-                    outputs = call.run()
-                with stages("postprocess"):
-                    out = np.asarray(outputs[0], dtype=np.float32).reshape(batch, -1)
-                    rows.append(out[:faces].copy())
-            start += faces
-        return np.concatenate(rows, axis=0)
+        runner = self._runner
+        assert runner is not None
+        if self._batcher is not None:
+            with stages("preprocess"):
+                crops = np.empty(self._shape(len(landmarks)), dtype=np.uint8 if self._fused else np.float32)
+                align_faces_into(image, landmarks, pixel_buffer(crops), 0, mean=norm.mean, std=norm.std)
+            with stages("inference"):
+                return np.stack(self._batcher.submit(list(crops)))
+        preprocess = 0.0
+
+        def align(buffers: Any, chunk: Any, batch: int) -> None:
+            nonlocal preprocess
+            started = time.perf_counter()
+            buffer = pixel_buffer(buffers[self._input])
+            align_faces_into(image, np.ascontiguousarray(chunk), buffer, 0, mean=norm.mean, std=norm.std)
+            if len(chunk) < batch:
+                buffer[len(chunk) :] = 0
+            preprocess += time.perf_counter() - started
+
+        started = time.perf_counter()
+        rows = runner.rows(session, landmarks, align)
+        stages.add("preprocess", preprocess)
+        stages.add("inference", time.perf_counter() - started - preprocess)
+        with stages("postprocess"):
+            return np.stack(rows)

@@ -23,10 +23,8 @@ from immich_ml.models.catalog import resolve
 from immich_ml.models.facial_recognition.detection import FaceDetector
 from immich_ml.models.facial_recognition.recognition import (
     FaceRecognizer,
-    batch_sizes,
     detections_to_json,
     float32_text,
-    plan_batches,
 )
 from immich_ml.models.manager import ModelManager
 from immich_ml.models.timing import Stages
@@ -37,31 +35,6 @@ from immich_ml.schemas import ModelTask, ModelType
 
 FACES_TASK = ModelTask.FACIAL_RECOGNITION
 SPEC = resolve("buffalo_l", FACES_TASK, ModelType.RECOGNITION)
-
-
-@pytest.mark.parametrize(
-    ("maximum", "fixed", "sizes"),
-    [(16, None, (1, 2, 4, 8, 16)), (6, None, (1, 2, 4, 6)), (1, None, (1,)), (32, None, (1, 2, 4, 8, 16, 32)),
-     (16, 1, (1,)), (16, 4, (4,))],
-)
-def test_batch_sizes(maximum: int, fixed: int | None, sizes: tuple[int, ...]) -> None:
-    assert batch_sizes(maximum, fixed) == sizes
-
-
-@pytest.mark.parametrize(
-    ("count", "sizes", "runs"),
-    [
-        (29, (1, 2, 4, 8, 16), [(16, 16), (8, 8), (4, 4), (1, 1)]),
-        (5, (1, 2), [(2, 2), (2, 2), (1, 1)]),
-        (10, (1, 6), [(6, 6), (1, 1), (1, 1), (1, 1), (1, 1)]),
-        (3, (4,), [(3, 4)]),
-        (9, (4,), [(4, 4), (4, 4), (1, 4)]),
-        (0, (1, 2), []),
-    ],
-)
-def test_plan_batches(count: int, sizes: tuple[int, ...], runs: list[tuple[int, int]]) -> None:
-    assert plan_batches(count, sizes) == runs
-    assert sum(faces for faces, _ in runs) == count
 
 
 def face_landmarks(count: int, size: int = 400) -> npt.NDArray[np.float32]:
