@@ -133,6 +133,11 @@ class Settings:
     # JPEG DCT-domain downscaled decoding when the model input is much smaller than the image.
     fast_decode: bool = True
     worker_start_timeout_s: int = 300
+    # CLIP text towers with causal attention run on the query's length, not the full context
+    # (exact: verified per model at first load; models/clip/text_length.py).
+    text_variable_length: bool = True
+    # Recent search-text embeddings kept per text model (same text + options → same vector); 0 = off.
+    text_cache_size: int = 256
 
     @property
     def log_level_number(self) -> int:
@@ -336,6 +341,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         max_image_pixels=env.get(m + "MAX_IMAGE_PIXELS", _int(1), defaults.max_image_pixels),
         fast_decode=env.get(m + "FAST_DECODE", _bool, defaults.fast_decode),
         worker_start_timeout_s=env.get(m + "WORKER_START_TIMEOUT_S", _int(1), 300),
+        text_variable_length=env.get(m + "TEXT_VARIABLE_LENGTH", _bool, defaults.text_variable_length),
+        text_cache_size=env.get(m + "TEXT_CACHE_SIZE", _int(0, 1_000_000), defaults.text_cache_size),
     )
     for message in deprecated:
         logging.getLogger("immich_ml.config").warning("Deprecated setting: %s", message)

@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from immich_ml.backends import registry
-from immich_ml.backends.base import Placement, Session, SessionOptions, Target
+from immich_ml.backends.base import ModelArtifacts, Placement, Session, SessionOptions, Target
 from immich_ml.config import Settings
 from immich_ml.errors import BackendUnavailable, ImmichMLError, ModelLoadError
 from immich_ml.models.cache import ModelFiles, ModelStore
@@ -87,6 +87,10 @@ class InferenceModel(ABC):
 
     def session_options(self) -> SessionOptions:
         return SessionOptions(label=self.spec.label)
+
+    def _artifacts(self, files: ModelFiles) -> ModelArtifacts:
+        """The files the backend opens; a model may swap in an equivalent graph it prepared."""
+        return files.artifacts()
 
     def min_image_side(self) -> int | None:
         """Smallest image side this model can use without losing detail (for downscaled JPEG decode);
@@ -251,7 +255,7 @@ class InferenceModel(ABC):
         except Exception as exc:  # noqa: BLE001 - JSON, tokenizer and OS errors all mean a bad file
             raise _FileProblem(f"{type(exc).__name__}: {exc}") from exc
         self.format = files.format
-        artifacts = files.artifacts()
+        artifacts = self._artifacts(files)
         try:
             session = registry.open_session(artifacts, self.settings, self.target, self.session_options())
         except BackendUnavailable:

@@ -10,14 +10,16 @@ from __future__ import annotations
 import json
 import logging
 import os
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
-from immich_ml.backends.base import Session, SessionOptions, TensorSpec
+from immich_ml.backends.base import ModelArtifacts, Session, SessionOptions, TensorSpec
 from immich_ml.errors import InvalidInput, ModelLoadError
 from immich_ml.models.base import InferenceModel, ModelRequest
 from immich_ml.models.cache import ModelFiles
+from immich_ml.models.clip import text_length
 from immich_ml.models.clip.tokenizer import ClipTokenizer, TextConfig
 from immich_ml.models.timing import Stages
 from immich_ml.ops.embed import serialize_embedding
@@ -36,6 +38,9 @@ class OpenClipTextual(InferenceModel):
     _tokenizer: ClipTokenizer | None = None
     _inputs: tuple[TensorSpec, ...] = ()
     _output_index = 0
+    # Set when the session runs the variable-length graph (see text_length): queries then run on
+    # their own length rounded up to a bucket instead of the full context.
+    _variable_length = False
 
     def required_files(self) -> tuple[str, ...]:
         return ("config.json", "textual/tokenizer.json", "textual/tokenizer_config.json")
@@ -46,6 +51,28 @@ class OpenClipTextual(InferenceModel):
         self._tokenizer = ClipTokenizer(
             files.path("textual/tokenizer.json"), files.path("textual/tokenizer_config.json"), config
         )
+
+    def _artifacts(self, files: ModelFiles) -> ModelArtifacts:
+        """The variable-length graph on the CPU when the model qualifies (:mod:`.text_length`)."""
+        artifacts = files.artifacts()
+        self._variable_length = False
+        if not self._wants_variable_length():
+            return artifacts
+        tokenizer = self._tokenizer
+        assert tokenizer is not None
+        path, reason = text_length.variable_length_graph(
+            artifacts.onnx, self.input_names[0], np.int32, lambda text: tokenizer.encode(text)[0],
+            tokenizer.context_length,
+        )
+        if path is None:
+            log.info("%s runs every query at %d tokens: %s", self.spec.label, tokenizer.context_length, reason)
+            return artifacts
+        self._variable_length = True
+        return replace(artifacts, onnx=path)
+
+    def _wants_variable_length(self) -> bool:
+        # ORT on the CPU only: compiling providers (OpenVINO, MIGraphX, bridges) build per shape.
+        return self.settings.text_variable_length and self.target.kind == "cpu" and self.input_names == ("text",)
 
     def _configure(self, session: Session) -> None:
         by_name = {spec.name: spec for spec in session.inputs}
@@ -61,6 +88,8 @@ class OpenClipTextual(InferenceModel):
         context = self._tokenizer.context_length
         for spec in self._inputs:
             dim = spec.shape[-1] if spec.shape else None
+            if self._variable_length and not isinstance(dim, int):
+                continue
             if isinstance(dim, int) and dim > 0 and dim != context:
                 raise ModelLoadError(
                     f"Model '{self.spec.name}': input {spec.name} takes {dim} tokens but config.json says "
@@ -72,10 +101,12 @@ class OpenClipTextual(InferenceModel):
     def _reset(self) -> None:
         self._tokenizer = None
         self._inputs = ()
+        self._variable_length = False
 
     def session_options(self) -> SessionOptions:
         context = self._tokenizer.context_length if self._tokenizer else 0
-        shapes = ({name: (1, context) for name in self.input_names},) if context else ()
+        lengths = text_length.buckets(context) if self._variable_length else (context,)
+        shapes = tuple({name: (1, n) for name in self.input_names} for n in lengths) if context else ()
         return SessionOptions(shapes=shapes, label=self.spec.label, intra_op_threads=self._search_threads())
 
     def _search_threads(self) -> int:
@@ -94,11 +125,15 @@ class OpenClipTextual(InferenceModel):
         language = request.options.get("language")
         if language is not None and not isinstance(language, str):
             raise InvalidInput("Option 'language' must be a string such as 'de' or 'zh-CN'.")
-        context = tokenizer.context_length
-        with session.bind({spec.name: (1, context) for spec in self._inputs}) as call:
+        with stages("preprocess"):
+            ids, mask = tokenizer.encode(request.text, language)
+            length = tokenizer.context_length
+            if self._variable_length:
+                # Up to the first end-of-text token (the highest id, where the graph reads).
+                length = text_length.bucket_length(int(np.argmax(ids)) + 1, length)
+        with session.bind({spec.name: (1, length) for spec in self._inputs}) as call:
             with stages("preprocess"):
-                ids, mask = tokenizer.encode(request.text, language)
-                self._fill(call.inputs, ids, mask)
+                self._fill(call.inputs, ids[:length], mask[:length])
             with stages("inference"):
                 outputs = call.run()
             with stages("postprocess"):
