@@ -5,9 +5,9 @@ the device, then send :class:`~immich_ml.workers.protocol.Ready`. Any failure se
 :class:`~immich_ml.workers.protocol.StartFailed` with the reason and exits with
 ``EXIT_START_FAILED``, so the pool can report it and retry later.
 
-Serving: a reader thread takes jobs off the pipe and hands predictions to a thread pool of
-``max(1, REQUEST_THREADS)`` threads (the runtimes release the GIL while they compute); status
-queries run on a separate thread so they are answered even while every request thread is busy.
+Serving: ``max(1, REQUEST_THREADS)`` jobs run at once (the runtimes release the GIL while they
+compute), on threads that take turns reading the job pipe (see :class:`_Server`); status queries
+run on a separate thread so they are answered even while every request thread is busy.
 A TTL thread calls ``pipeline.evict_expired()`` every ``MODEL_TTL_POLL_S`` seconds. When the
 parent goes away (end of file on the job pipe) the worker exits at once.
 """
@@ -21,6 +21,7 @@ import pickle
 import signal
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -136,7 +137,15 @@ def _error_for_parent(error: ImmichMLError) -> ImmichMLError:
 
 
 class _Server:
-    """Runs jobs for one ready pipeline until told to stop or the parent disappears."""
+    """Runs jobs for one ready pipeline until told to stop or the parent disappears.
+
+    Leader/followers: ``REQUEST_THREADS + 1`` threads take turns reading the job pipe, and the
+    thread that reads a job runs it itself when another thread is free to take over the reading
+    (no hand-over to a second thread: one wake-up less per request, ~0.1 ms on a busy host, see
+    benchmarks/README.md). When every other thread is busy the reader queues the job and keeps
+    reading, so the pipe is always drained (status queries are never stuck behind a job) and at
+    most ``REQUEST_THREADS`` jobs run at once; a thread that finishes a job takes queued ones first.
+    """
 
     def __init__(self, spec: WorkerSpec, name: str, pipeline: PipelineLike, sender: _Sender) -> None:
         self._spec = spec
@@ -144,35 +153,67 @@ class _Server:
         self._pipeline = pipeline
         self._sender = sender
         self._threads = max(1, spec.settings.request_threads)
-        self._requests = ThreadPoolExecutor(self._threads, thread_name_prefix="predict")
         self._control = ThreadPoolExecutor(1, thread_name_prefix="status")
         self._stopping = threading.Event()
         self._lock = threading.Lock()
+        self._read_lock = threading.Lock()
+        self._queued: deque[tuple[PredictJob, bytes | None]] = deque()
+        self._followers = 0
         self._running = 0
         self._served = 0
 
     def serve(self, jobs: Connection) -> None:
         ttl = threading.Thread(target=self._evict_loop, name="ttl", daemon=True)
         ttl.start()
+        threads = [
+            threading.Thread(target=self._take_turns, args=(jobs,), name=f"predict_{i}", daemon=True)
+            for i in range(self._threads + 1)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        self._control.shutdown(wait=True)
+        self._pipeline.close()
+        log.info("%s stopped after %d requests", self._name, self._served)
+
+    def _take_turns(self, jobs: Connection) -> None:
+        """Run queued jobs, else read the pipe until a job comes; return once told to stop."""
         while True:
+            with self._lock:
+                job = self._queued.popleft() if self._queued else None
+                if job is None:
+                    self._followers += 1
+            if job is None:
+                with self._read_lock:
+                    with self._lock:
+                        self._followers -= 1
+                    job = self._read(jobs)
+                if job is None:
+                    return
+            self._predict(*job)
+
+    def _read(self, jobs: Connection) -> tuple[PredictJob, bytes | None] | None:
+        """As the reader (holding ``_read_lock``): the next job this thread should run, or None."""
+        while not self._stopping.is_set():
             try:
                 message = jobs.recv()
                 if isinstance(message, PredictJob):
-                    image = jobs.recv_bytes() if message.has_image else None
-                    self._requests.submit(self._predict, message, image)
+                    job = (message, jobs.recv_bytes() if message.has_image else None)
+                    with self._lock:
+                        if self._followers:  # a free thread takes over the reading
+                            return job
+                        self._queued.append(job)
                 elif isinstance(message, StatusQuery):
                     self._control.submit(self._status, message)
                 elif isinstance(message, Stop):
-                    break
+                    self._stopping.set()
             except (EOFError, OSError):
                 # Nobody is left to answer to: skip the orderly shutdown.
                 log.info("%s: the service went away, exiting", self._name)
                 os._exit(0)
-        self._stopping.set()
-        self._requests.shutdown(wait=True)
-        self._control.shutdown(wait=True)
-        self._pipeline.close()
-        log.info("%s stopped after %d requests", self._name, self._served)
+        # Stopping: jobs received before Stop still run (queued ones by the threads that finish).
+        return None
 
     def _predict(self, job: PredictJob, image: bytes | None) -> None:
         with self._lock:
