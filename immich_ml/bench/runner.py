@@ -183,9 +183,11 @@ def overheads(measurements: Sequence[Measurement]) -> dict[str, float]:
     ``(mean end-to-end latency) / (mean inference-stage time) - 1`` over the same requests: for
     ``in-process`` the pipeline's latency, for ``http`` the HTTP latency against the in-process
     inference time of the same round (the server runs the same pipeline). ``http-over-in-process``
-    is what the HTTP server and worker process add to the in-process pipeline.
+    is what the HTTP server and worker process add to the in-process pipeline;
+    ``http_minus_in_process_ms`` (means) and ``…_p50_ms`` (medians) say it in milliseconds.
     """
-    result: dict[str, list[float]] = {"in-process": [], "http": [], "http-over-in-process": []}
+    result: dict[str, list[float]] = {"in-process": [], "http": [], "http-over-in-process": [],
+                                      "http_minus_in_process_ms": [], "http_minus_in_process_p50_ms": []}
     for run in measurements:
         if run.mode != "in-process" or run.concurrency != 1 or not run.stages:
             continue
@@ -199,4 +201,9 @@ def overheads(measurements: Sequence[Measurement]) -> dict[str, float]:
             result["http-over-in-process"].append(
                 statistics.fmean(http.latencies_s) / statistics.fmean(run.latencies_s) - 1.0
             )
+            # The same in milliseconds per request: what the HTTP server and the worker hop add.
+            result["http_minus_in_process_ms"].append(
+                1000.0 * (statistics.fmean(http.latencies_s) - statistics.fmean(run.latencies_s)))
+            result["http_minus_in_process_p50_ms"].append(
+                1000.0 * (statistics.median(http.latencies_s) - statistics.median(run.latencies_s)))
     return {mode: round(v, 4) for mode, values in result.items() if (v := _median(values)) is not None}

@@ -10,15 +10,19 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
+from collections import OrderedDict
 from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
-from immich_ml.backends.base import ModelArtifacts, Session, SessionOptions, TensorSpec
+from immich_ml.backends.base import ModelArtifacts, Session, SessionOptions, Target, TensorSpec
+from immich_ml.config import Settings
 from immich_ml.errors import InvalidInput, ModelLoadError
 from immich_ml.models.base import InferenceModel, ModelRequest
-from immich_ml.models.cache import ModelFiles
+from immich_ml.models.cache import ModelFiles, ModelStore
+from immich_ml.models.catalog import ModelSpec
 from immich_ml.models.clip import text_length
 from immich_ml.models.clip.tokenizer import ClipTokenizer, TextConfig
 from immich_ml.models.timing import Stages
@@ -51,6 +55,10 @@ class OpenClipTextual(InferenceModel):
         self._tokenizer = ClipTokenizer(
             files.path("textual/tokenizer.json"), files.path("textual/tokenizer_config.json"), config
         )
+
+    def __init__(self, spec: ModelSpec, store: ModelStore, settings: Settings, target: Target) -> None:
+        super().__init__(spec, store, settings, target)
+        self._recent = RecentEmbeddings(self.settings.text_cache_size)
 
     def _artifacts(self, files: ModelFiles) -> ModelArtifacts:
         """The variable-length graph on the CPU when the model qualifies (:mod:`.text_length`)."""
@@ -99,6 +107,7 @@ class OpenClipTextual(InferenceModel):
         self._output_index = names.index("embedding") if "embedding" in names else 0
 
     def _reset(self) -> None:
+        self._recent.clear()
         self._tokenizer = None
         self._inputs = ()
         self._variable_length = False
@@ -125,6 +134,10 @@ class OpenClipTextual(InferenceModel):
         language = request.options.get("language")
         if language is not None and not isinstance(language, str):
             raise InvalidInput("Option 'language' must be a string such as 'de' or 'zh-CN'.")
+        key = (request.text, language)
+        cached = self._recent.get(key)
+        if cached is not None:
+            return cached
         with stages("preprocess"):
             ids, mask = tokenizer.encode(request.text, language)
             length = tokenizer.context_length
@@ -139,10 +152,51 @@ class OpenClipTextual(InferenceModel):
             with stages("postprocess"):
                 vector = np.array(outputs[self._output_index], dtype=np.float32).reshape(-1)
         with stages("serialize"):
-            return serialize_embedding(vector)
+            answer = serialize_embedding(vector)
+        self._recent.put(key, answer)
+        return answer
 
     def _fill(self, buffers: Any, ids: np.ndarray[Any, Any], mask: np.ndarray[Any, Any]) -> None:
         buffers["text"][0] = ids
+
+
+class RecentEmbeddings:
+    """The answers to the last ``size`` distinct queries of one text model (LRU; thread-safe).
+
+    The same text and options always give the same vector, and people repeat searches (paging,
+    going back, the same name typed again): a hit costs a dictionary lookup instead of a run.
+    ``size`` 0 disables it. Cleared when the model unloads.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._entries: OrderedDict[tuple[str, str | None], str] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, str | None]) -> str | None:
+        if not self._size:
+            return None
+        with self._lock:
+            answer = self._entries.get(key)
+            if answer is not None:
+                self._entries.move_to_end(key)
+            return answer
+
+    def put(self, key: tuple[str, str | None], answer: str) -> None:
+        if not self._size:
+            return
+        with self._lock:
+            self._entries[key] = answer
+            self._entries.move_to_end(key)
+            while len(self._entries) > self._size:
+                self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
 
 class MClipTextual(OpenClipTextual):
