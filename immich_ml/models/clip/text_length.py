@@ -138,7 +138,9 @@ def rewrite(model: Any, input_name: str, context_length: int) -> Any:
         squeezed = tuple(d for d in shape if d != 1)
         if len(squeezed) == 2 and squeezed[0] == c and squeezed[1] != c and shape[-2] == c:
             positional.append((name, array.ndim - 2))
-        elif squeezed == (c, c) and _is_causal(array.reshape(c, c)):
+        elif squeezed == (c, c):
+            if not _is_causal(array.reshape(c, c)):
+                raise NotApplicable(f"constant {name!r} {list(shape)} is not a causal mask: tokens see later ones")
             masks.append(name)
         else:
             raise NotApplicable(f"constant {name!r} {list(shape)} holds the context length {c}")
