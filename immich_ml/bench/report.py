@@ -137,6 +137,9 @@ def format_result(result: dict[str, Any]) -> list[str]:
     )
     if agreement:
         lines.append(f"  agreement with in-process answers: {agreement}")
+    if "http_over_worker_ms" in overhead:
+        lines.append(f"  service time around the worker (HTTP latency − worker's Server-Timing), concurrency 1: "
+                     f"{overhead['http_over_worker_ms']:.3f} ms median, {overhead.get('http_over_worker_mean_ms', 0.0):.3f} ms mean")
     if "http_minus_in_process_ms" in overhead:
         lines.append(f"  HTTP + worker hop over in-process, concurrency 1: {overhead['http_minus_in_process_ms']:+.3f} ms "
                      f"per request (means), {overhead.get('http_minus_in_process_p50_ms', 0.0):+.3f} ms (medians)")

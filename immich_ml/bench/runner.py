@@ -117,7 +117,7 @@ def measure(
             for mode in modes[shift:] + modes[:shift]:
                 wall, latencies, cpu, stages = run_load(
                     callers[mode], requests, concurrency, cpu_clock=cpu_clocks[mode],
-                    collect_stages=concurrency == 1 and mode != "http", tick=tick,
+                    collect_stages=concurrency == 1, tick=tick,
                 )
                 results.append(Measurement(mode, concurrency, round_index, requests, wall, latencies, cpu, stages))
     return results
@@ -185,9 +185,22 @@ def overheads(measurements: Sequence[Measurement]) -> dict[str, float]:
     inference time of the same round (the server runs the same pipeline). ``http-over-in-process``
     is what the HTTP server and worker process add to the in-process pipeline;
     ``http_minus_in_process_ms`` (means) and ``…_p50_ms`` (medians) say it in milliseconds.
+    ``http_over_worker_ms`` is the median over requests of (HTTP latency − the worker's own time
+    for that request, from its ``Server-Timing`` header), ``…_mean_ms`` the mean: HTTP, parsing and
+    the pipes, paired per request. In-process runs share the bench process with the client
+    threads and the reference's spinning ORT threads, so the in-process differences can even
+    come out negative; the per-request figure cannot be fooled that way.
     """
     result: dict[str, list[float]] = {"in-process": [], "http": [], "http-over-in-process": [],
                                       "http_minus_in_process_ms": [], "http_minus_in_process_p50_ms": []}
+    for run in measurements:
+        # What the service adds around the worker's own time, request by request (the worker
+        # reports it in a Server-Timing header): immune to whatever slows the bench process.
+        service = [latency - s["worker"] for latency, s in zip(run.latencies_s, run.stages, strict=False)
+                   if "worker" in s]
+        if run.mode == "http" and run.concurrency == 1 and service:
+            result.setdefault("http_over_worker_ms", []).append(1000.0 * statistics.median(service))
+            result.setdefault("http_over_worker_mean_ms", []).append(1000.0 * statistics.fmean(service))
     for run in measurements:
         if run.mode != "in-process" or run.concurrency != 1 or not run.stages:
             continue

@@ -88,6 +88,12 @@ class Client:
 
     def request(self, method: str, path: str, body: bytes | None = None, content_type: str | None = None) -> tuple[int, bytes]:
         """One request; reconnects once if the server closed the kept-alive connection."""
+        status, data, _ = self.request_with_headers(method, path, body, content_type)
+        return status, data
+
+    def request_with_headers(self, method: str, path: str, body: bytes | None = None,
+                             content_type: str | None = None) -> tuple[int, bytes, dict[str, str]]:
+        """:meth:`request` plus the response headers (names lower-cased)."""
         head = [f"{method} {path} HTTP/1.1", f"Host: {self._host_header}"]
         if content_type:
             head.append(f"Content-Type: {content_type}")
@@ -107,10 +113,14 @@ class Client:
 
     def predict(self, body: bytes, content_type: str) -> bytes:
         """The response body of a ``/predict`` request; raises :class:`ServiceError` unless 200."""
-        status, data = self.request("POST", "/predict", body, content_type)
+        return self.predict_timed(body, content_type)[0]
+
+    def predict_timed(self, body: bytes, content_type: str) -> tuple[bytes, float | None]:
+        """:meth:`predict` plus the worker's own milliseconds from ``Server-Timing: worker;dur=``."""
+        status, data, headers = self.request_with_headers("POST", "/predict", body, content_type)
         if status != 200:
             raise ServiceError(f"/predict answered {status}: {data[:500].decode(errors='replace')}")
-        return data
+        return data, worker_ms(headers.get("server-timing", ""))
 
     def close(self) -> None:
         """Close the connections of every thread that used this client."""
@@ -119,6 +129,21 @@ class Client:
         for conn in connections:
             conn.close()
         self._local = threading.local()
+
+
+def worker_ms(server_timing: str) -> float | None:
+    """The ``dur`` of the ``worker`` metric in a ``Server-Timing`` header value, else None."""
+    for metric in server_timing.split(","):
+        name, *params = (part.strip() for part in metric.split(";"))
+        if name == "worker":
+            for param in params:
+                key, _, value = param.partition("=")
+                if key.strip() == "dur":
+                    try:
+                        return float(value)
+                    except ValueError:
+                        return None
+    return None
 
 
 class _Connection:
@@ -153,7 +178,7 @@ class _Connection:
         data, self._buffer = self._buffer[:count], self._buffer[count:]
         return data
 
-    def exchange(self, message: bytes) -> tuple[int, bytes]:
+    def exchange(self, message: bytes) -> tuple[int, bytes, dict[str, str]]:
         self._sock.sendall(message)
         while (end := self._buffer.find(b"\r\n\r\n")) < 0:
             self._more()
@@ -187,7 +212,7 @@ class _Connection:
             self.close()
         if headers.get("connection", "").lower() == "close":
             self.close()
-        return status, data
+        return status, data, headers
 
 
 class ServerProcess:

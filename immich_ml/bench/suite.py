@@ -175,7 +175,10 @@ def _run_workload(
         http_client = client
 
         def over_http(index: int, timings: dict[str, float] | None) -> Any:
-            return http_client.predict(*bodies[index % count])
+            data, worker_ms = http_client.predict_timed(*bodies[index % count])
+            if timings is not None and worker_ms is not None:
+                timings["worker"] = worker_ms / 1000.0
+            return data
 
         callers["http"] = over_http
         clocks["http"] = server.cpu_seconds if server is not None else (lambda: None)

@@ -220,11 +220,16 @@ class _Server:
             self._running += 1
         timings: dict[str, float] = {}
         try:
+            received = time.perf_counter()
             result = self._pipeline.predict(job.entries, image=image, text=job.text, timings=timings)
             started = time.perf_counter()
             body = orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY)
-            timings["serialize"] = timings.get("serialize", 0.0) + time.perf_counter() - started
-            message: FromWorker = Done(job.job_id, body, {"timings": timings, "counts": _counts(result)})
+            finished = time.perf_counter()
+            timings["serialize"] = timings.get("serialize", 0.0) + finished - started
+            # "worker_s": the whole job on this thread, for the Server-Timing header (the rest
+            # of a request's latency is the service: HTTP, parsing, the pipes).
+            meta = {"timings": timings, "counts": _counts(result), "worker_s": finished - received}
+            message: FromWorker = Done(job.job_id, body, meta)
         except ImmichMLError as error:
             message = Failed(job.job_id, _error_for_parent(error))
         except Exception:

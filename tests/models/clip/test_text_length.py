@@ -181,3 +181,11 @@ def test_recent_embeddings_are_bounded_and_least_recently_used() -> None:
     off = RecentEmbeddings(0)
     off.put(("a", None), "[1]")
     assert off.get(("a", None)) is None and len(off) == 0
+
+
+def test_a_reloaded_model_reuses_its_parsed_tokenizer(textual: Path) -> None:
+    first, second = _tokenizer(textual), _tokenizer(textual)
+    assert first._tokenizer is second._tokenizer  # parsed once
+    assert np.array_equal(first.encode("a dog")[0], second.encode("a dog")[0])
+    (textual / "tokenizer.json").touch()
+    assert _tokenizer(textual)._tokenizer is not first._tokenizer  # a changed file is parsed again
