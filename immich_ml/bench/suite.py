@@ -67,6 +67,9 @@ def row_settings(base: Settings, row: Row, cache_folder: Path) -> Settings:
         model_precision=row.precision,
         model_intra_op_threads=row.intra_threads or base.model_intra_op_threads,
         model_ttl=0,
+        # Idle workers give freed memory back after a poll period: 1 s, so that the memory
+        # figures taken after each workload (2.5 s idle) are the settled ones.
+        model_ttl_poll_s=1,
         # Every measured query is computed: the recent-query cache would answer the second pass
         # over the texts (its hit time is measured with the first requests instead).
         text_cache_size=0,
@@ -81,6 +84,7 @@ def settings_environment(settings: Settings) -> dict[str, str]:
         "MACHINE_LEARNING_MODEL_PRECISION": settings.model_precision,
         "MACHINE_LEARNING_MODEL_INTRA_OP_THREADS": str(settings.model_intra_op_threads),
         "MACHINE_LEARNING_MODEL_TTL": str(settings.model_ttl),
+        "MACHINE_LEARNING_MODEL_TTL_POLL_S": str(settings.model_ttl_poll_s),
         "MACHINE_LEARNING_FAST_DECODE": "true" if settings.fast_decode else "false",
         "MACHINE_LEARNING_TEXT_VARIABLE_LENGTH": "true" if settings.text_variable_length else "false",
         "MACHINE_LEARNING_TEXT_CACHE_SIZE": str(settings.text_cache_size),
@@ -131,8 +135,13 @@ def run_row(
             status(f"{row.label}: {workload.name}")
             result = _run_workload(row, workload, references.get(workload.name), pipeline, client,
                                    server, plan, tick)
-            # Models stay loaded (TTL 0): the service's memory with this and the earlier workloads.
-            result["service_memory"] = process_tree_memory(server.pid) if server and server.pid else None
+            # Models stay loaded (TTL 0): the service's memory with this and the earlier workloads,
+            # once idle workers have returned freed memory (MODEL_TTL_POLL_S = 1).
+            if server and server.pid:
+                time.sleep(2.5)
+                result["service_memory"] = process_tree_memory(server.pid)
+            else:
+                result["service_memory"] = None
             results.append(result)
     finally:
         if client is not None:
