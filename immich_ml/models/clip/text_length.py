@@ -35,6 +35,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from immich_ml.backends.prepare import source_stamp, write_text_atomic
+
 log = logging.getLogger(__name__)
 
 SUFFIX = ".textlen.onnx"
@@ -65,7 +67,7 @@ class Verdict:
     reason: str
 
     def to_json(self, source: Path) -> str:
-        return json.dumps({"source": _stamp(source), "usable": self.usable, "reason": self.reason})
+        return json.dumps({"source": source_stamp(source), "usable": self.usable, "reason": self.reason})
 
 
 def variable_length_path(onnx_path: Path) -> Path:
@@ -75,10 +77,6 @@ def variable_length_path(onnx_path: Path) -> Path:
 def _sidecar(onnx_path: Path) -> Path:
     return onnx_path.with_name(onnx_path.name.removesuffix(".onnx") + ".textlen.json")
 
-
-def _stamp(source: Path) -> dict[str, int]:
-    stat = source.stat()
-    return {"mtime_ns": stat.st_mtime_ns, "size": stat.st_size}
 
 
 def bucket_length(tokens: int, context_length: int) -> int:
@@ -273,7 +271,7 @@ def verify(
 def _recorded(source: Path) -> Verdict | None:
     try:
         data = json.loads(_sidecar(source).read_text(encoding="utf-8"))
-        if data.get("source") != _stamp(source):
+        if data.get("source") != source_stamp(source):
             return None
         verdict = Verdict(bool(data["usable"]), str(data["reason"]))
     except (OSError, ValueError, KeyError, TypeError):
@@ -297,7 +295,7 @@ def variable_length_graph(
                 verdict = _recorded(source)
                 if verdict is None:
                     verdict = _build(source, input_name, dtype, encode, context_length)
-                    _write_text(_sidecar(source), verdict.to_json(source))
+                    write_text_atomic(_sidecar(source), verdict.to_json(source))
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
     if not verdict.usable:
@@ -332,11 +330,3 @@ def _build(source: Path, input_name: str, dtype: Any, encode: Encoder, context_l
         return verdict
     finally:
         tmp.unlink(missing_ok=True)
-
-
-def _write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
