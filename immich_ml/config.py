@@ -166,6 +166,11 @@ class Settings:
     # TensorRT provider (MACHINE_LEARNING_DEVICE=tensorrt): FP32, FP16 or INT8 (INT8 needs a
     # calibration table next to the model, else TensorRT refuses and the model falls back, logged).
     tensorrt_precision: str = "FP16"
+    # CLIP text towers with causal attention run on the query's length, not the full context
+    # (exact: verified per model at first load; models/clip/text_length.py).
+    text_variable_length: bool = True
+    # Recent search-text embeddings kept per text model (same text + options → same vector); 0 = off.
+    text_cache_size: int = 256
 
     @property
     def log_level_number(self) -> int:
@@ -352,6 +357,8 @@ _SETTINGS: dict[str, tuple[str, Parser]] = {
     "warmup": (_M + "WARMUP", _optional_bool),
     "oom_cpu_fallback": (_M + "OOM_CPU_FALLBACK", _bool),
     "tensorrt_precision": (_M + "TENSORRT_PRECISION", _choice(MODEL_PRECISIONS, upper=True)),
+    "text_variable_length": (_M + "TEXT_VARIABLE_LENGTH", _bool),
+    "text_cache_size": (_M + "TEXT_CACHE_SIZE", _int(0, 1_000_000)),
 }
 _PRELOADS: dict[str, tuple[str, Parser]] = {
     **{f: (_PRELOAD + key, _names) for f, key in _TASK_TYPES.items()},

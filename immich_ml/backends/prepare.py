@@ -45,7 +45,8 @@ def _sidecar(onnx_path: Path) -> Path:
     return onnx_path.with_name(onnx_path.name.removesuffix(".onnx") + ".prepared.json")
 
 
-def _stamp(source: Path) -> dict[str, int]:
+def source_stamp(source: Path) -> dict[str, int]:
+    """What identifies a version of a model file in a sidecar (mtime and size)."""
     stat = source.stat()
     return {"mtime_ns": stat.st_mtime_ns, "size": stat.st_size}
 
@@ -54,7 +55,7 @@ def _recorded(source: Path) -> bool | None:
     """Whether a prepared copy is needed, as recorded for this exact source; None if unknown."""
     try:
         data = json.loads(_sidecar(source).read_text(encoding="utf-8"))
-        if data.get("source") != _stamp(source):
+        if data.get("source") != source_stamp(source):
             return None
         needed = bool(data["prepared"])
     except (OSError, ValueError, KeyError, TypeError):
@@ -79,13 +80,14 @@ def for_cpu(onnx_path: Path) -> Path:
             needed = _recorded(onnx_path)
             if needed is None:
                 needed = _prepare(onnx_path)
-                _write_text(_sidecar(onnx_path), json.dumps({"source": _stamp(onnx_path), "prepared": needed}))
+                write_text_atomic(_sidecar(onnx_path), json.dumps({"source": source_stamp(onnx_path), "prepared": needed}))
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
     return prepared_path(onnx_path) if needed else onnx_path
 
 
-def _write_text(path: Path, text: str) -> None:
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``path`` through a temporary file and a rename (readers never see half a file)."""
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(text)

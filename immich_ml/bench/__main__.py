@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 
 from immich_ml.backends import registry
-from immich_ml.bench import floor, inputs, parity, report, suite, text_images
+from immich_ml.bench import floor, goals, inputs, memory, parity, report, suite, text_images
 from immich_ml.bench.reference import Reference
 from immich_ml.bench.workloads import WORKLOADS, build_workloads
 from immich_ml.config import MODEL_PRECISIONS, Settings, load_settings
@@ -69,6 +69,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-http", action="store_true", help="skip the HTTP measurements")
     parser.add_argument("--url", help="measure this running service instead of starting one")
     parser.add_argument("--no-reference", action="store_true", help="skip the reference pipelines")
+    parser.add_argument("--no-first-request", action="store_true",
+                        help="skip the first-request times (after start / after a TTL unload)")
+    parser.add_argument("--no-memory", action="store_true", help="skip the reference's memory probe")
     parser.add_argument("--parity", action="store_true",
                         help="also check fast_decode and INT8 answers against full decode / FP32")
     parser.add_argument("--json", type=Path, help="write the results as JSON here")
@@ -167,6 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         http=not args.no_http,
         url=args.url,
         reference=not args.no_reference,
+        first_request=not args.no_first_request,
     )
     try:
         return _run(args, base, cache, workload_names, clip_model, plan)
@@ -197,6 +201,7 @@ def _run(args: argparse.Namespace, base: Settings, cache: Path, workload_names: 
             settings = suite.row_settings(base, row, cache)
             results += suite.run_row(
                 row, workloads, references, settings, plan, work_dir=cache / ".bench" / "logs",
+                base_text_cache_size=base.text_cache_size,
                 tick=lambda: bar.update(1), status=bar.set_description_str,
             )
     checks = []
@@ -204,6 +209,10 @@ def _run(args: argparse.Namespace, base: Settings, cache: Path, workload_names: 
         bar_status = "parity: fast_decode and INT8 vs FP32"
         print(bar_status, file=sys.stderr)
         checks = [c.to_json() for c in parity.run_checks(workloads, replace(base, cache_folder=cache))]
+    peer = []
+    if plan.reference and not args.no_memory:
+        print("memory: the reference pipelines in a process of their own", file=sys.stderr)
+        peer = memory.peer_memory(cache, clip_model, args.face_model, [w.name for w in workloads])
     machine["load_end"] = _load()
     gflops = {w.name: [floor.model_gflop(path) for path in w.model_files] for w in workloads}
     for result in results:
@@ -221,7 +230,9 @@ def _run(args: argparse.Namespace, base: Settings, cache: Path, workload_names: 
         "results": results,
         "summary": [report.summarize(r) for r in results],
         "parity": checks,
+        "peer_memory": peer,
     }
+    doc["goals"] = goals.check(doc)
     sys.stdout.write(report.format_text(doc))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,12 @@ JSON document (``SCHEMA`` = ``immich_ml.bench/1``), times in milliseconds unless
   reference and over HTTP), ``gflop_per_request``, ``floor_ms`` (all cores at matmul speed),
   ``floor_cpu_ms`` (CPU-ms per request at the per-core matmul rate) and ``ceiling_rps``;
 * ``summary``: per result, the best throughput of each mode over concurrencies and their ratios;
-* ``parity`` (with ``--parity``): :class:`~immich_ml.bench.parity.ParityResult` per check.
+* ``parity`` (with ``--parity``): :class:`~immich_ml.bench.parity.ParityResult` per check;
+* per result also ``service_memory`` (RSS/PSS of the service with this and the earlier workloads
+  loaded, :mod:`~immich_ml.bench.memory`) and ``first_request``
+  (:mod:`~immich_ml.bench.first_request`); ``overhead`` has ``http_minus_in_process_ms``;
+* ``peer_memory``: the reference's RSS/PSS after start and after each workload;
+* ``goals``: issue 12's targets against this run (:mod:`~immich_ml.bench.goals`).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from immich_ml.bench.goals import format_goals
 from immich_ml.models.timing import STAGES
 
 SCHEMA = "immich_ml.bench/1"
@@ -127,6 +133,24 @@ def format_result(result: dict[str, Any]) -> list[str]:
     )
     if agreement:
         lines.append(f"  agreement with in-process answers: {agreement}")
+    if "http_over_worker_ms" in overhead:
+        lines.append(f"  service time around the worker (HTTP latency − worker's Server-Timing), concurrency 1: "
+                     f"{overhead['http_over_worker_ms']:.3f} ms median, {overhead.get('http_over_worker_mean_ms', 0.0):.3f} ms mean")
+    if "http_minus_in_process_ms" in overhead:
+        lines.append(f"  HTTP + worker hop over in-process, concurrency 1: {overhead['http_minus_in_process_ms']:+.3f} ms "
+                     f"per request (means), {overhead.get('http_minus_in_process_p50_ms', 0.0):+.3f} ms (medians)")
+    service = result.get("service_memory")
+    if service:
+        lines.append(f"  service memory with this and the earlier workloads loaded: RSS {_f(service['rss_mb'])} MB, "
+                     f"PSS {_f(service.get('pss_mb'))} MB ({service['processes']} processes)")
+    first = result.get("first_request")
+    if first:
+        loads = ", ".join(f"{k} {v} s" for k, v in (first.get("load_time_s") or {}).items())
+        repeat = f"; repeated query {_f(first['repeat_query_ms'], 2)} ms" if "repeat_query_ms" in first else ""
+        lines.append(f"  first request after start {_f(first['after_start_ms'])} ms "
+                     f"({_f(first.get('after_start_vs_steady'), 2)}× steady {_f(first['steady_ms'], 2)} ms), after a "
+                     f"TTL unload {_f(first.get('after_unload_ms'))} ms ({_f(first.get('after_unload_vs_steady'), 2)}×)"
+                     f"; load {loads}{repeat}")
     return lines
 
 
@@ -179,6 +203,11 @@ def format_text(doc: dict[str, Any]) -> str:
         lines += format_result(result)
     lines += format_summary(doc["summary"])
     lines += format_parity(doc.get("parity", []))
+    peer = doc.get("peer_memory") or []
+    if peer:
+        lines += ["", "reference memory (own process, cumulative): " + ", ".join(
+            f"after {step['after']} RSS {_f(step.get('rss_mb'))} / PSS {_f(step.get('pss_mb'))} MB" for step in peer)]
+    lines += format_goals(doc.get("goals", []))
     return "\n".join(lines) + "\n"
 
 

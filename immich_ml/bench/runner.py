@@ -117,7 +117,7 @@ def measure(
             for mode in modes[shift:] + modes[:shift]:
                 wall, latencies, cpu, stages = run_load(
                     callers[mode], requests, concurrency, cpu_clock=cpu_clocks[mode],
-                    collect_stages=concurrency == 1 and mode != "http", tick=tick,
+                    collect_stages=concurrency == 1, tick=tick,
                 )
                 results.append(Measurement(mode, concurrency, round_index, requests, wall, latencies, cpu, stages))
     return results
@@ -183,9 +183,24 @@ def overheads(measurements: Sequence[Measurement]) -> dict[str, float]:
     ``(mean end-to-end latency) / (mean inference-stage time) - 1`` over the same requests: for
     ``in-process`` the pipeline's latency, for ``http`` the HTTP latency against the in-process
     inference time of the same round (the server runs the same pipeline). ``http-over-in-process``
-    is what the HTTP server and worker process add to the in-process pipeline.
+    is what the HTTP server and worker process add to the in-process pipeline;
+    ``http_minus_in_process_ms`` (means) and ``…_p50_ms`` (medians) say it in milliseconds.
+    ``http_over_worker_ms`` is the median over requests of (HTTP latency − the worker's own time
+    for that request, from its ``Server-Timing`` header), ``…_mean_ms`` the mean: HTTP, parsing and
+    the pipes, paired per request. In-process runs share the bench process with the client
+    threads and the reference's spinning ORT threads, so the in-process differences can even
+    come out negative; the per-request figure cannot be fooled that way.
     """
-    result: dict[str, list[float]] = {"in-process": [], "http": [], "http-over-in-process": []}
+    result: dict[str, list[float]] = {"in-process": [], "http": [], "http-over-in-process": [],
+                                      "http_minus_in_process_ms": [], "http_minus_in_process_p50_ms": []}
+    for run in measurements:
+        # What the service adds around the worker's own time, request by request (the worker
+        # reports it in a Server-Timing header): immune to whatever slows the bench process.
+        service = [latency - s["worker"] for latency, s in zip(run.latencies_s, run.stages, strict=False)
+                   if "worker" in s]
+        if run.mode == "http" and run.concurrency == 1 and service:
+            result.setdefault("http_over_worker_ms", []).append(1000.0 * statistics.median(service))
+            result.setdefault("http_over_worker_mean_ms", []).append(1000.0 * statistics.fmean(service))
     for run in measurements:
         if run.mode != "in-process" or run.concurrency != 1 or not run.stages:
             continue
@@ -199,4 +214,9 @@ def overheads(measurements: Sequence[Measurement]) -> dict[str, float]:
             result["http-over-in-process"].append(
                 statistics.fmean(http.latencies_s) / statistics.fmean(run.latencies_s) - 1.0
             )
+            # The same in milliseconds per request: what the HTTP server and the worker hop add.
+            result["http_minus_in_process_ms"].append(
+                1000.0 * (statistics.fmean(http.latencies_s) - statistics.fmean(run.latencies_s)))
+            result["http_minus_in_process_p50_ms"].append(
+                1000.0 * (statistics.median(http.latencies_s) - statistics.median(run.latencies_s)))
     return {mode: round(v, 4) for mode, values in result.items() if (v := _median(values)) is not None}

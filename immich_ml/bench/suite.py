@@ -20,6 +20,8 @@ import orjson
 from immich_ml.backends.base import Target
 from immich_ml.bench import runner
 from immich_ml.bench.reference import Reference
+from immich_ml.bench.first_request import measure_first_requests
+from immich_ml.bench.memory import process_tree_memory
 from immich_ml.bench.service import Client, ServerProcess, multipart
 from immich_ml.bench.workloads import Agreement, Workload
 from immich_ml.config import Settings
@@ -53,6 +55,7 @@ class Plan:
     http: bool = True
     url: str | None = None
     reference: bool = True
+    first_request: bool = True
 
 
 def row_settings(base: Settings, row: Row, cache_folder: Path) -> Settings:
@@ -64,6 +67,12 @@ def row_settings(base: Settings, row: Row, cache_folder: Path) -> Settings:
         model_precision=row.precision,
         model_intra_op_threads=row.intra_threads or base.model_intra_op_threads,
         model_ttl=0,
+        # Idle workers give freed memory back after a poll period: 1 s, so that the memory
+        # figures taken after each workload (2.5 s idle) are the settled ones.
+        model_ttl_poll_s=1,
+        # Every measured query is computed: the recent-query cache would answer the second pass
+        # over the texts (its hit time is measured with the first requests instead).
+        text_cache_size=0,
     )
 
 
@@ -75,7 +84,10 @@ def settings_environment(settings: Settings) -> dict[str, str]:
         "MACHINE_LEARNING_MODEL_PRECISION": settings.model_precision,
         "MACHINE_LEARNING_MODEL_INTRA_OP_THREADS": str(settings.model_intra_op_threads),
         "MACHINE_LEARNING_MODEL_TTL": str(settings.model_ttl),
+        "MACHINE_LEARNING_MODEL_TTL_POLL_S": str(settings.model_ttl_poll_s),
         "MACHINE_LEARNING_FAST_DECODE": "true" if settings.fast_decode else "false",
+        "MACHINE_LEARNING_TEXT_VARIABLE_LENGTH": "true" if settings.text_variable_length else "false",
+        "MACHINE_LEARNING_TEXT_CACHE_SIZE": str(settings.text_cache_size),
     }
 
 
@@ -101,6 +113,7 @@ def run_row(
     plan: Plan,
     *,
     work_dir: Path,
+    base_text_cache_size: int = 256,
     tick: Callable[[], None] = lambda: None,
     status: Callable[[str], None] = lambda text: None,
 ) -> list[dict[str, Any]]:
@@ -120,15 +133,31 @@ def run_row(
         results = []
         for workload in workloads:
             status(f"{row.label}: {workload.name}")
-            results.append(_run_workload(row, workload, references.get(workload.name), pipeline, client,
-                                         server, plan, tick))
-        return results
+            result = _run_workload(row, workload, references.get(workload.name), pipeline, client,
+                                   server, plan, tick)
+            # Models stay loaded (TTL 0): the service's memory with this and the earlier workloads,
+            # once idle workers have returned freed memory (MODEL_TTL_POLL_S = 1).
+            if server and server.pid:
+                time.sleep(2.5)
+                result["service_memory"] = process_tree_memory(server.pid)
+            else:
+                result["service_memory"] = None
+            results.append(result)
     finally:
         if client is not None:
             client.close()
         if server is not None:
             server.stop()
         pipeline.close()
+    if plan.http and plan.url is None and plan.first_request:
+        status(f"{row.label}: first requests")
+        environment = settings_environment(replace(settings, text_cache_size=base_text_cache_size))
+        firsts = measure_first_requests(
+            workloads, environment,
+            work_dir / f"server-first-{row.kind}-{row.precision}-{row.intra_threads}.log")
+        for result, first in zip(results, firsts, strict=True):
+            result["first_request"] = first
+    return results
 
 
 def _run_workload(
@@ -155,7 +184,10 @@ def _run_workload(
         http_client = client
 
         def over_http(index: int, timings: dict[str, float] | None) -> Any:
-            return http_client.predict(*bodies[index % count])
+            data, worker_ms = http_client.predict_timed(*bodies[index % count])
+            if timings is not None and worker_ms is not None:
+                timings["worker"] = worker_ms / 1000.0
+            return data
 
         callers["http"] = over_http
         clocks["http"] = server.cpu_seconds if server is not None else (lambda: None)

@@ -106,6 +106,10 @@ class InferenceModel(ABC):
     def session_options(self) -> SessionOptions:
         return SessionOptions(label=self.spec.label)
 
+    def _load_artifacts(self, files: ModelFiles) -> ModelArtifacts:
+        """The files the backend opens; a model may swap in an equivalent graph it prepared."""
+        return files.artifacts()
+
     def warmup_shapes(self) -> tuple[Mapping[str, tuple[int, ...]], ...]:
         """Input shapes run once at load (every bucket the model will use)."""
         return self.session_options().shapes
@@ -361,7 +365,7 @@ class InferenceModel(ABC):
         except Exception as exc:  # noqa: BLE001 - JSON, tokenizer and OS errors all mean a bad file
             raise _FileProblem(f"{type(exc).__name__}: {exc}") from exc
         self.format = files.format
-        artifacts = files.artifacts()
+        artifacts = self._load_artifacts(files)
         self._artifacts = artifacts
         try:
             session = registry.open_session(artifacts, self.settings, self.target, self.session_options())

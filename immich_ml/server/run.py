@@ -121,6 +121,10 @@ def serve(settings: Settings, *, pipeline_factory: str = PIPELINE_FACTORY) -> No
             # Read uploads in large slices: waitress's default 8 KB costs ~100 trips through its
             # event loop for one photo.
             recv_bytes=256 * 1024,
+            # Answers go out from the request thread as soon as they are written: below this
+            # many bytes waitress leaves them to its event-loop thread, one more thread wake-up
+            # (~0.1 ms, more on a busy host) per search query (benchmarks/README.md).
+            send_bytes=1,
             # Clients that keep connections alive (Node's undici: 4 s) must not race our close.
             channel_timeout=max(settings.http_keepalive_timeout_s, 10),
         )

@@ -127,8 +127,9 @@ class Done(NamedTuple):
     """A successful prediction: ``body`` is the Immich JSON response, already serialized.
 
     ``meta`` holds ``timings`` (seconds per stage, from the pipeline) and ``counts``
-    (``"task/type"`` → items produced, e.g. faces embedded, used as batch sizes) and ``models``
-    (``(task, type, requested name, catalog name)`` per entry: the only metric label values).
+    (``"task/type"`` → items produced, e.g. faces embedded, used as batch sizes) ``models``
+    (``(task, type, requested name, catalog name)`` per entry: the only metric label values) and
+    ``worker_s`` (the whole job on the worker's thread, pipeline and serialization).
     """
 
     job_id: int

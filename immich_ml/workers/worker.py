@@ -5,9 +5,9 @@ the device, then send :class:`~immich_ml.workers.protocol.Ready`. Any failure se
 :class:`~immich_ml.workers.protocol.StartFailed` with the reason and exits with
 ``EXIT_START_FAILED``, so the pool can report it and retry later.
 
-Serving: a reader thread takes jobs off the pipe and hands predictions to a thread pool of
-``max(1, REQUEST_THREADS)`` threads (the runtimes release the GIL while they compute); status
-queries run on a separate thread so they are answered even while every request thread is busy.
+Serving: ``max(1, REQUEST_THREADS)`` jobs run at once (the runtimes release the GIL while they
+compute), on threads that take turns reading the job pipe (see :class:`_Server`); status queries
+run on a separate thread so they are answered even while every request thread is busy.
 A TTL thread calls ``pipeline.evict_expired()`` every ``MODEL_TTL_POLL_S`` seconds. When the
 parent goes away (end of file on the job pipe) the worker exits at once.
 """
@@ -21,6 +21,7 @@ import pickle
 import signal
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -33,6 +34,7 @@ from immich_ml.backends.base import Target
 from immich_ml.config import Settings
 from immich_ml.errors import ImmichMLError, UnknownModel
 from immich_ml.models.catalog import resolve
+from immich_ml.models.memory import release_memory
 from immich_ml.workers import routing
 from immich_ml.workers.logs import configure_logging
 from immich_ml.workers.protocol import (
@@ -145,7 +147,15 @@ def _error_for_parent(error: ImmichMLError) -> ImmichMLError:
 
 
 class _Server:
-    """Runs jobs for one ready pipeline until told to stop or the parent disappears."""
+    """Runs jobs for one ready pipeline until told to stop or the parent disappears.
+
+    Leader/followers: ``REQUEST_THREADS + 1`` threads take turns reading the job pipe, and the
+    thread that reads a job runs it itself when another thread is free to take over the reading
+    (no hand-over to a second thread: one wake-up less per request, ~0.1 ms on a busy host, see
+    benchmarks/README.md). When every other thread is busy the reader queues the job and keeps
+    reading, so the pipe is always drained (status queries are never stuck behind a job) and at
+    most ``REQUEST_THREADS`` jobs run at once; a thread that finishes a job takes queued ones first.
+    """
 
     def __init__(self, spec: WorkerSpec, name: str, pipeline: PipelineLike, sender: _Sender) -> None:
         self._spec = spec
@@ -153,35 +163,69 @@ class _Server:
         self._pipeline = pipeline
         self._sender = sender
         self._threads = max(1, spec.settings.request_threads)
-        self._requests = ThreadPoolExecutor(self._threads, thread_name_prefix="predict")
         self._control = ThreadPoolExecutor(1, thread_name_prefix="status")
         self._stopping = threading.Event()
         self._lock = threading.Lock()
+        self._read_lock = threading.Lock()
+        self._queued: deque[tuple[PredictJob, bytes | None]] = deque()
+        self._followers = 0
         self._running = 0
         self._served = 0
+        self._trimmed_at = 0  # value of _served when freed memory was last given back
+        self._last_done = time.monotonic()
 
     def serve(self, jobs: Connection) -> None:
         ttl = threading.Thread(target=self._evict_loop, name="ttl", daemon=True)
         ttl.start()
+        threads = [
+            threading.Thread(target=self._take_turns, args=(jobs,), name=f"predict_{i}", daemon=True)
+            for i in range(self._threads + 1)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        self._control.shutdown(wait=True)
+        self._pipeline.close()
+        log.info("%s stopped after %d requests", self._name, self._served)
+
+    def _take_turns(self, jobs: Connection) -> None:
+        """Run queued jobs, else read the pipe until a job comes; return once told to stop."""
         while True:
+            with self._lock:
+                job = self._queued.popleft() if self._queued else None
+                if job is None:
+                    self._followers += 1
+            if job is None:
+                with self._read_lock:
+                    with self._lock:
+                        self._followers -= 1
+                    job = self._read(jobs)
+                if job is None:
+                    return
+            self._predict(*job)
+
+    def _read(self, jobs: Connection) -> tuple[PredictJob, bytes | None] | None:
+        """As the reader (holding ``_read_lock``): the next job this thread should run, or None."""
+        while not self._stopping.is_set():
             try:
                 message = jobs.recv()
                 if isinstance(message, PredictJob):
-                    image = jobs.recv_bytes() if message.has_image else None
-                    self._requests.submit(self._predict, message, image)
+                    job = (message, jobs.recv_bytes() if message.has_image else None)
+                    with self._lock:
+                        if self._followers:  # a free thread takes over the reading
+                            return job
+                        self._queued.append(job)
                 elif isinstance(message, StatusQuery):
                     self._control.submit(self._status, message)
                 elif isinstance(message, Stop):
-                    break
+                    self._stopping.set()
             except (EOFError, OSError):
                 # Nobody is left to answer to: skip the orderly shutdown.
                 log.info("%s: the service went away, exiting", self._name)
                 os._exit(0)
-        self._stopping.set()
-        self._requests.shutdown(wait=True)
-        self._control.shutdown(wait=True)
-        self._pipeline.close()
-        log.info("%s stopped after %d requests", self._name, self._served)
+        # Stopping: jobs received before Stop still run (queued ones by the threads that finish).
+        return None
 
     def _predict(self, job: PredictJob, image: bytes | None) -> None:
         with self._lock:
@@ -189,11 +233,16 @@ class _Server:
         self._sender.send(Started(job.job_id))
         timings: dict[str, float] = {}
         try:
+            received = time.perf_counter()
             result = self._pipeline.predict(job.entries, image=image, text=job.text, timings=timings)
             started = time.perf_counter()
             body = orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY)
-            timings["serialize"] = timings.get("serialize", 0.0) + time.perf_counter() - started
-            meta = {"timings": timings, "counts": _counts(result), "models": _resolved(job)}
+            finished = time.perf_counter()
+            timings["serialize"] = timings.get("serialize", 0.0) + finished - started
+            # "worker_s": the whole job on this thread, for the Server-Timing header (the rest
+            # of a request's latency is the service: HTTP, parsing, the pipes).
+            meta = {"timings": timings, "counts": _counts(result), "worker_s": finished - received,
+                    "models": _resolved(job)}
             message: FromWorker = Done(job.job_id, body, meta)
         except ImmichMLError as error:
             message = Failed(job.job_id, _error_for_parent(error))
@@ -204,6 +253,7 @@ class _Server:
             with self._lock:
                 self._running -= 1
                 self._served += 1
+                self._last_done = time.monotonic()
         self._sender.send(message)
 
     def _status(self, query: StatusQuery) -> None:
@@ -218,9 +268,12 @@ class _Server:
 
     def _evict_loop(self) -> None:
         settings = self._spec.settings
-        if settings.model_ttl <= 0 or settings.model_ttl_poll_s <= 0:
+        if settings.model_ttl_poll_s <= 0:
             return
         while not self._stopping.wait(settings.model_ttl_poll_s):
+            self._trim_when_idle(settings.model_ttl_poll_s)
+            if settings.model_ttl <= 0:
+                continue
             try:
                 evicted = self._pipeline.evict_expired()
             except Exception:
@@ -228,6 +281,18 @@ class _Server:
                 continue
             for label in evicted:
                 log.info("%s: unloaded %s after %d s idle", self._name, label, settings.model_ttl)
+
+    def _trim_when_idle(self, idle_s: float) -> None:
+        """Give the allocator's free pages back once the worker has been idle ``idle_s`` after
+        serving: glibc keeps the peak of every request's buffers (a 12 MP photo's decode and
+        resize) mapped. Measured: −113 MB RSS after faces on phone photos (benchmarks/README.md)."""
+        with self._lock:
+            idle = (self._running == 0 and self._served != self._trimmed_at
+                    and time.monotonic() - self._last_done >= idle_s)
+            if idle:
+                self._trimmed_at = self._served
+        if idle:
+            log.debug("%s: idle, freed memory returned (%s)", self._name, release_memory())
 
 
 def _start(spec: WorkerSpec, kind: str) -> tuple[PipelineLike, Ready]:

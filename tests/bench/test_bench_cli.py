@@ -65,12 +65,34 @@ def test_figures_are_positive_and_finite(quick_run: tuple[dict[str, Any], str, P
             assert _positive(run["vs_reference"])
             cpu = run["cpu_ms_per_request"]  # the server's CPU comes in 10-ms clock ticks: may read 0
             assert cpu is None or (math.isfinite(cpu) and cpu >= 0)
-        assert all(math.isfinite(v) and v > -1 for v in result["overhead"].values())
-        assert set(result["overhead"]) == {"in-process", "http", "http-over-in-process"}
+        fractions = ("in-process", "http", "http-over-in-process")
+        assert set(result["overhead"]) == {*fractions, "http_minus_in_process_ms", "http_minus_in_process_p50_ms",
+                                           "http_over_worker_ms", "http_over_worker_mean_ms"}
+        assert result["overhead"]["http_over_worker_ms"] > 0  # the service adds time around the worker
+        assert all(math.isfinite(v) for v in result["overhead"].values())
+        assert all(result["overhead"][k] > -1 for k in fractions)
+        memory = result["service_memory"]
+        assert _positive(memory["rss_mb"]) and memory["processes"] >= 2  # service + worker
+        first = result["first_request"]
+        assert all(_positive(first[k]) for k in ("after_start_ms", "steady_ms", "after_unload_ms"))
+        assert all(_positive(v) for v in first["load_time_s"].values())
+        if result["workload"] == "clip-textual":
+            assert _positive(first["repeat_query_ms"])
         assert all(_positive(result[k]) for k in ("gflop_per_request", "floor_ms", "floor_cpu_ms", "ceiling_rps"))
         # the same model files answer alike in every mode
         assert result["agreement"]["http"]["min_cosine"] > 0.9999
         assert result["agreement"]["reference"]["min_cosine"] > 0.99
+
+
+def test_reference_memory_and_goals(quick_run: tuple[dict[str, Any], str, Path]) -> None:
+    doc, text, _ = quick_run
+    assert [step["after"] for step in doc["peer_memory"]] == ["start", "clip-visual", "clip-textual"]
+    assert all(_positive(step["rss_mb"]) for step in doc["peer_memory"])
+    goals = {g["goal"]: g for g in doc["goals"]}
+    assert "text p50 over HTTP, concurrency 1 (× reference p50)" in goals
+    assert "service overhead per text request (HTTP − worker time, median ms)" in goals
+    assert all(isinstance(g["met"], bool) and g["target"] for g in doc["goals"])
+    assert "issue 12 goals" in text
 
 
 def test_table_and_plot(quick_run: tuple[dict[str, Any], str, Path]) -> None:

@@ -40,3 +40,11 @@ def test_free_port_and_bad_url() -> None:
     assert 0 < service.free_port() < 65536
     with pytest.raises(service.ServiceError):
         service.Client("https://example.invalid")
+
+
+def test_worker_time_from_server_timing() -> None:
+    assert service.worker_ms("worker;dur=12.346") == 12.346
+    assert service.worker_ms('cache;desc="hit", worker ; dur=0.5') == 0.5
+    assert service.worker_ms("db;dur=3") is None
+    assert service.worker_ms("worker;dur=abc") is None
+    assert service.worker_ms("") is None

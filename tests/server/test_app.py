@@ -64,6 +64,13 @@ def test_text_request_reaches_the_pool_and_body_passes_through(
     assert [(e.task, e.type, e.name, e.options) for e in entries] == [
         (ModelTask.SEARCH, ModelType.TEXTUAL, "ViT-B-32__openai", {"language": "de"})
     ]
+    assert "Server-Timing" not in response.headers  # the worker did not say how long it took
+
+
+def test_the_workers_time_goes_out_as_server_timing(client: FlaskClient, pool: PoolStandIn) -> None:
+    pool.meta = {**pool.meta, "worker_s": 0.0123456}
+    response = post(client, entries=TEXT_ENTRIES, text="ein Hund")
+    assert response.headers["Server-Timing"] == "worker;dur=12.346"
 
 
 def test_image_wins_over_text_and_arrives_byte_for_byte(client: FlaskClient, pool: PoolStandIn) -> None:

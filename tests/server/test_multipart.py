@@ -127,3 +127,39 @@ def test_file_data_is_a_view_not_a_copy() -> None:
     assert fields is not None
     view = fields["image"].data
     assert isinstance(view, memoryview) and view.obj is body
+
+
+@pytest.mark.parametrize("content_type", [
+    "multipart/form-data; boundary=----formdata-undici-012345678901",
+    "multipart/form-data; boundary=------------------------d74496d66958873e",
+    'multipart/form-data; boundary="a b:c?d=e"',
+    "Multipart/Form-Data;boundary=abc'+_-.",
+    "multipart/form-data; boundary=abc; charset=utf-8",
+    'multipart/form-data; boundary="with \\"escape\\""',
+    "multipart/form-data; boundary=" + "x" * 71,
+    "multipart/form-data; boundary=a=b",
+])
+def test_boundary_fast_path_agrees_with_werkzeug(content_type: str) -> None:
+    from werkzeug.http import parse_options_header
+
+    mimetype, options = parse_options_header(content_type)
+    expected = options.get("boundary") if mimetype == "multipart/form-data" else None
+    assert multipart.boundary_of(content_type) == (expected if expected and len(expected) <= 200 else None)
+
+
+@pytest.mark.parametrize("value", [
+    'form-data; name="entries"',
+    'form-data; name="image"; filename="image.jpg"',
+    ' form-data;name="text"',
+    'form-data; name="a;b"; filename="c d.png"',
+    'form-data; name="image"; filename="%41.jpg"',
+    'form-data; name="image"; filename*=UTF-8\'\'%C3%A9.jpg',
+    'form-data; name="x\\"y"',
+])
+def test_disposition_fast_path_agrees_with_werkzeug(value: str) -> None:
+    from werkzeug.http import parse_options_header
+
+    _, options = parse_options_header(value)
+    parsed = multipart._headers(f"Content-Disposition: {value}".encode())
+    assert parsed is not None
+    assert parsed[:2] == (options["name"], options.get("filename"))

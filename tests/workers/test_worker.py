@@ -85,3 +85,26 @@ def test_unpicklable_errors_become_their_nearest_known_class() -> None:
     assert (sent.status, sent.kind, sent.message) == (400, "invalid_image", "cannot decode")
     kept = InvalidImage("fine")
     assert worker._error_for_parent(kept) is kept
+
+
+def test_freed_memory_is_returned_once_per_idle_period(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+    monkeypatch.setattr(worker, "release_memory", lambda: calls.append("trim") or "gc")
+    server = worker._Server(spec(), "worker 0", object(), object())  # type: ignore[arg-type]
+    server._trim_when_idle(0.0)
+    assert calls == []  # nothing served since start
+    server._served, server._last_done = 3, 0.0
+    server._running = 1
+    server._trim_when_idle(0.0)
+    assert calls == []  # a request is running
+    server._running = 0
+    server._last_done = worker.time.monotonic()
+    server._trim_when_idle(60.0)
+    assert calls == []  # not idle long enough
+    server._trim_when_idle(0.0)
+    server._trim_when_idle(0.0)
+    assert calls == ["trim"]  # once until more requests are served
+    server._served = 4
+    server._trim_when_idle(0.0)
+    assert calls == ["trim", "trim"]
+    server._control.shutdown()

@@ -35,12 +35,13 @@ def model_dir(request: pytest.FixtureRequest, starter_cache: Path) -> Path:
 
 
 def _derived(path: str) -> bool:
-    """Files the service writes next to a model at run time: precision variants, prepared graphs,
+    """Files the service writes next to a model at run time: precision variants, prepared,
+    memory-mapped and variable-length graphs,
     locks, and execution-provider compile caches (``<type>/openvino/…`` and the like)."""
     name = path.rsplit("/", 1)[-1]
     if path.count("/") > 1 and path.split("/")[1] in ("openvino", "migraphx", "coreml"):
         return True
-    return name.endswith(".lock") or any(tag in name for tag in (".int8.", ".fp16.", ".prepared."))
+    return name.endswith(".lock") or any(tag in name for tag in (".int8.", ".fp16.", ".prepared.", ".mapped.", ".textlen."))
 
 
 def test_layout_and_labels(model_dir: Path) -> None:
