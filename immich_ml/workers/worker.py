@@ -101,7 +101,7 @@ class _Sender:
                 pass
 
 
-def _counts(result: Mapping[str, Any]) -> dict[str, int]:
+def produced_counts(result: Mapping[str, Any]) -> dict[str, int]:
     """Items produced per dependent model, the batch sizes the pool reports."""
     counts: dict[str, int] = {}
     faces = result.get("facial-recognition")
@@ -113,7 +113,7 @@ def _counts(result: Mapping[str, Any]) -> dict[str, int]:
     return counts
 
 
-def _error_for_parent(error: ImmichMLError) -> ImmichMLError:
+def transportable_error(error: ImmichMLError) -> ImmichMLError:
     """``error`` if it survives pickling, else its nearest ``immich_ml.errors`` ancestor.
 
     Every class in :mod:`immich_ml.errors` except SettingsError is built from the message
@@ -133,6 +133,26 @@ def _error_for_parent(error: ImmichMLError) -> ImmichMLError:
                 continue
             return candidate
     return ImmichMLError(error.message)
+
+
+def run_job(pipeline: PipelineLike, job: PredictJob, image: bytes | None, name: str) -> Done | Failed:
+    """Run ``job`` on ``pipeline``: the serialized Immich body, or the error to answer with.
+
+    Shared by worker processes and Ray replicas (:mod:`immich_ml.ray.replica`), so both answer
+    alike; an unexpected exception is logged here and becomes a bare 500.
+    """
+    timings: dict[str, float] = {}
+    try:
+        result = pipeline.predict(job.entries, image=image, text=job.text, timings=timings)
+        started = time.perf_counter()
+        body = orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY)
+        timings["serialize"] = timings.get("serialize", 0.0) + time.perf_counter() - started
+        return Done(job.job_id, body, {"timings": timings, "counts": produced_counts(result)})
+    except ImmichMLError as error:
+        return Failed(job.job_id, transportable_error(error))
+    except Exception:
+        log.exception("%s: request failed with an unexpected error", name)
+        return Failed(job.job_id, ImmichMLError("Internal server error"))
 
 
 class _Server:
@@ -177,18 +197,8 @@ class _Server:
     def _predict(self, job: PredictJob, image: bytes | None) -> None:
         with self._lock:
             self._running += 1
-        timings: dict[str, float] = {}
         try:
-            result = self._pipeline.predict(job.entries, image=image, text=job.text, timings=timings)
-            started = time.perf_counter()
-            body = orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY)
-            timings["serialize"] = timings.get("serialize", 0.0) + time.perf_counter() - started
-            message: FromWorker = Done(job.job_id, body, {"timings": timings, "counts": _counts(result)})
-        except ImmichMLError as error:
-            message = Failed(job.job_id, _error_for_parent(error))
-        except Exception:
-            log.exception("%s: request failed with an unexpected error", self._name)
-            message = Failed(job.job_id, ImmichMLError("Internal server error"))
+            message = run_job(self._pipeline, job, image, self._name)
         finally:
             with self._lock:
                 self._running -= 1
