@@ -56,7 +56,7 @@ def test_health_reports_every_replica_on_both_nodes(service: LiveService) -> Non
     for replica in replicas:
         assert replica["state"] == "ready" and replica["target"] == "cpu"
         assert replica["self_test"]["provider"] == "CPUExecutionProvider"
-        assert replica["node_ip"] == "127.0.0.1" and replica["pid"] > 0
+        assert replica["node_ip"] and replica["pid"] > 0
     textual = next(r for r in replicas if r["deployment"] == "clip-textual")
     preloaded = [m for m in textual["models"] if m["type"] == "textual"]
     assert preloaded and preloaded[0]["state"] == "loaded" and preloaded[0]["provider"] == "CPUExecutionProvider"
