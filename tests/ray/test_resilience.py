@@ -19,6 +19,8 @@ from immich_client import LiveService
 from ray_waiting import wait_for
 from test_e2e import FACES, VISUAL
 
+from immich_ml.models.starter import TINY_CLIP_MODEL
+
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(240)]
 
 
@@ -71,11 +73,16 @@ def test_autoscaling_from_one_to_two_replicas_under_load(
 def test_replica_killed_mid_load_requests_answer_and_replica_is_replaced(
     ray_service: LiveService, photos: dict[str, Path]
 ) -> None:
-    before = _replicas(ray_service, "clip-visual")
-    victim = before[0]
     load = _Load(ray_service, {"entries": VISUAL, "image": photos["chelsea"].read_bytes()}, clients=4)
     try:
         assert wait_for(lambda: len(load.answers) >= 4, timeout=30)
+        # Requests are routed by model name: the victim is a replica that holds this one, busy.
+        busy = wait_for(lambda: [
+            r for r in _replicas(ray_service, "clip-visual")
+            if TINY_CLIP_MODEL in r["multiplexed_models"] and r["inflight"] > 0
+        ], timeout=20, interval=0.1)
+        assert busy, _replicas(ray_service, "clip-visual")
+        victim = busy[0]
         os.kill(victim["pid"], signal.SIGKILL)
         killed_at = len(load.answers)
         wait_for(lambda: len(load.answers) >= killed_at + 8, timeout=30)
@@ -87,6 +94,11 @@ def test_replica_killed_mid_load_requests_answer_and_replica_is_replaced(
         if status == 503:
             assert headers.get("retry-after") and "replica" in orjson.loads(body)["detail"]
     assert max(a[3] for a in load.answers) < 60
+    # The kill did hit requests in flight: Serve's router saw them fail with the dead replica
+    # (it retries those itself) or our dispatch retried them ("replica lost") or answered 503.
+    log = ray_service.log()
+    retried = log.count(f"id='{victim['replica']}'") and log.count("because it has died") + log.count("replica lost")
+    assert retried + statuses.count(503) >= 1, "no request was in flight on the killed replica"
     replaced = wait_for(
         lambda: [r for r in _replicas(ray_service, "clip-visual") if r["replica"] != victim["replica"]
                  and r["pid"] != victim["pid"]] and all(
