@@ -104,7 +104,7 @@ def _group_preload(preload: PreloadModels, group: str) -> PreloadModels:
 
 def _node_address(node_id: str) -> str:
     """The address the node joined the cluster with (``--node-ip-address``), as Ray lists it."""
-    for node in ray.nodes():
+    for node in cast(Any, ray).nodes():
         if node.get("NodeID") == node_id:
             return str(node.get("NodeManagerAddress", ""))
     return ""
