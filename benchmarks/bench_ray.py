@@ -16,6 +16,7 @@ from 1 and 4 client threads. Always stops what it started (``ray stop --force`` 
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import sys
 import time
@@ -113,6 +114,7 @@ def main() -> None:
     finally:
         single.stop()
         ray_stop(env)
+        shutil.rmtree(work, ignore_errors=True)
 
     print(f"CLIP image ({args.model}, 512x512 PNG), {args.requests} requests per row")
     print(f"{'service':<28} {'clients':>7} {'p50 ms':>8} {'req/s':>7} {'p50 vs single':>14} {'req/s vs single':>16}")
