@@ -67,3 +67,19 @@ def test_ray_settings_are_read_and_checked() -> None:
     ):
         with pytest.raises(SettingsError, match="MACHINE_LEARNING_"):
             load_settings(bad)
+
+
+def test_kuberay_import_path_builds_the_application(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:
+    """``immich_ml.ray.kuberay:app`` (the RayService import path) builds from the environment."""
+    pytest.importorskip("ray", reason="Ray is not installed: pip install 'immich-ml[ray]'")
+    import importlib
+    import sys
+
+    from ray.serve import Application
+
+    monkeypatch.setenv("MACHINE_LEARNING_RAY_DEPLOYMENTS", "clip-textual")
+    monkeypatch.setenv("MACHINE_LEARNING_CACHE_FOLDER", str(tmp_path))
+    sys.modules.pop("immich_ml.ray.kuberay", None)
+    module = importlib.import_module("immich_ml.ray.kuberay")
+    assert isinstance(module.app, Application)
+    sys.modules.pop("immich_ml.ray.kuberay", None)
