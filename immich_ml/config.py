@@ -99,6 +99,42 @@ class Placement:
         return value
 
 
+# Model deployments of the Ray path: CLIP's two encoders apart, each face/OCR chain in one replica call.
+RAY_GROUPS = ("clip-textual", "clip-visual", "facial-recognition", "ocr")
+PROXY_LOCATIONS = ("EveryNode", "HeadOnly")
+
+
+@dataclass(frozen=True)
+class RayServe:
+    """How ``python -m immich_ml.ray`` deploys onto a Ray cluster (``MACHINE_LEARNING_RAY_*``).
+
+    One model deployment per group of :data:`RAY_GROUPS` (``clip-textual``, ``clip-visual``,
+    ``facial-recognition``, ``ocr``); each replica asks Ray for ``num_cpus``/``num_gpus`` and
+    the deployment autoscales between ``min_replicas`` and ``max_replicas`` on
+    ``target_ongoing_requests`` per replica.
+    """
+
+    # Ray's own variable: the cluster to join ("auto", "ray://host:10001", host:port); None starts one.
+    address: str | None = None
+    groups: tuple[str, ...] = RAY_GROUPS
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    min_replicas: int = 1
+    max_replicas: int = 2
+    target_ongoing_requests: float = 2.0
+    max_ongoing_requests: int = 8
+    max_replicas_per_node: int | None = None
+    upscale_delay_s: float = 30.0
+    downscale_delay_s: float = 600.0
+    # Model names (multiplexed ids) one replica keeps loaded; the least recently used goes first.
+    max_models_per_replica: int = 3
+    ingress_replicas: int = 1
+    # "EveryNode" runs an HTTP proxy on IMMICH_PORT on every node; "HeadOnly" on the head node only.
+    proxy_location: str = "EveryNode"
+    # Extra tries on another replica when the one serving a request dies (predictions are idempotent).
+    request_retries: int = 1
+
+
 @dataclass(frozen=True)
 class Settings:
     # --- Immich's own settings (same names and defaults) ---
@@ -171,6 +207,7 @@ class Settings:
     text_variable_length: bool = True
     # Recent search-text embeddings kept per text model (same text + options → same vector); 0 = off.
     text_cache_size: int = 256
+    ray: RayServe = field(default_factory=RayServe)
 
     @property
     def log_level_number(self) -> int:
@@ -292,6 +329,64 @@ def _wait_ms(name: str, value: str) -> float:
 
 def _text(name: str, value: str) -> str:
     return value
+
+
+def _float(lo: float, hi: float | None = None) -> Callable[[str, str], float]:
+    def parse(name: str, value: str) -> float:
+        accepted = f"a number >= {lo}" + (f" and <= {hi}" if hi is not None else "")
+        try:
+            number = float(value)
+        except ValueError:
+            raise SettingsError(name, value, accepted) from None
+        if number != number or number < lo or (hi is not None and number > hi):
+            raise SettingsError(name, value, accepted)
+        return number
+
+    return parse
+
+
+def _groups(name: str, value: str) -> tuple[str, ...]:
+    groups = tuple(dict.fromkeys(part.lower() for part in _names(name, value)))
+    if not groups or any(group not in RAY_GROUPS for group in groups):
+        raise SettingsError(name, value, "a comma-separated list of " + ", ".join(RAY_GROUPS))
+    return groups
+
+
+def _proxy_location(name: str, value: str) -> str:
+    for option in PROXY_LOCATIONS:
+        if value.lower() == option.lower():
+            return option
+    raise SettingsError(name, value, "one of " + ", ".join(PROXY_LOCATIONS))
+
+
+def _ray(env: _Reader) -> RayServe:
+    r = "MACHINE_LEARNING_RAY_"
+    d = RayServe()
+    settings = RayServe(
+        address=env.raw("RAY_ADDRESS"),
+        groups=env.get(r + "DEPLOYMENTS", _groups, d.groups),
+        num_cpus=env.get(r + "NUM_CPUS", _float(0.0), d.num_cpus),
+        num_gpus=env.get(r + "NUM_GPUS", _float(0.0), d.num_gpus),
+        min_replicas=env.get(r + "MIN_REPLICAS", _int(0, 1000), d.min_replicas),
+        max_replicas=env.get(r + "MAX_REPLICAS", _int(1, 1000), d.max_replicas),
+        target_ongoing_requests=env.get(
+            r + "TARGET_ONGOING_REQUESTS", _float(0.1), d.target_ongoing_requests
+        ),
+        max_ongoing_requests=env.get(r + "MAX_ONGOING_REQUESTS", _int(1, 10_000), d.max_ongoing_requests),
+        max_replicas_per_node=env.get(r + "MAX_REPLICAS_PER_NODE", _optional_int(1), None),
+        upscale_delay_s=env.get(r + "UPSCALE_DELAY_S", _float(0.0), d.upscale_delay_s),
+        downscale_delay_s=env.get(r + "DOWNSCALE_DELAY_S", _float(0.0), d.downscale_delay_s),
+        max_models_per_replica=env.get(r + "MAX_MODELS_PER_REPLICA", _int(1, 100), d.max_models_per_replica),
+        ingress_replicas=env.get(r + "INGRESS_REPLICAS", _int(1, 100), d.ingress_replicas),
+        proxy_location=env.get(r + "PROXY_LOCATION", _proxy_location, d.proxy_location),
+        request_retries=env.get(r + "REQUEST_RETRIES", _int(0, 10), d.request_retries),
+    )
+    if settings.max_replicas < max(1, settings.min_replicas):
+        raise SettingsError(
+            r + "MAX_REPLICAS", str(settings.max_replicas),
+            f"an integer >= MACHINE_LEARNING_RAY_MIN_REPLICAS ({settings.min_replicas}) and >= 1",
+        )
+    return settings
 
 
 def _log_level(name: str, value: str) -> str:
@@ -423,6 +518,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             {f: (_PLACEMENT + key, _placement_value(settings.device_ids)) for f, key in _TASK_TYPES.items()},
         ),
         max_batch_size=env.fields(MaxBatchSize(), _BATCH_SIZES),
+        ray=_ray(env),
     )
     for message in deprecated:
         logging.getLogger("immich_ml.config").warning("Deprecated setting: %s", message)

@@ -34,6 +34,8 @@ ALLOWED: dict[str, set[str]] = {
     "workers": {"pipeline", "models", "ops", "backends", "_core"},
     "server": {"workers"},
     "bench": {"server", "workers", "pipeline", "models", "ops", "backends", "_core"},
+    # Scale-out on Ray: builds the server's app over Ray handles, runs pipelines in replicas.
+    "ray": {"server", "workers", "pipeline", "models", "ops", "backends", "_core"},
     "__main__": {"server", "workers"},
     "__init__": set(),
 }
@@ -47,7 +49,13 @@ RESTRICTED: dict[str, set[str]] = {
     "workers.protocol": {"pipeline", "models", "ops", "_core", "backends"},
 }
 FORBIDDEN_EXTERNAL: dict[str, set[str]] = {
-    "server": {"numpy", "onnxruntime", "PIL", "cv2"},
+    "server": {"numpy", "onnxruntime", "PIL", "cv2", "ray"},
+    "workers": {"ray"},
+    "pipeline": {"ray"},
+    "models": {"ray"},
+    "backends": {"ray"},
+    # The request-splitting rules stay importable (and testable) without Ray.
+    "ray.groups": {"ray", "numpy", "onnxruntime"},
     "workers.pool": {"numpy", "onnxruntime", "PIL", "cv2"},
 }
 # Import edges that are not followed: the function that holds the import only ever runs in a

@@ -99,7 +99,7 @@ class _Sender:
                 pass
 
 
-def _counts(result: Mapping[str, Any]) -> dict[str, int]:
+def produced_counts(result: Mapping[str, Any]) -> dict[str, int]:
     """Items produced per dependent model, the batch sizes the pool reports."""
     counts: dict[str, int] = {}
     faces = result.get("facial-recognition")
@@ -124,7 +124,7 @@ def _resolved(job: PredictJob) -> list[tuple[str, str, str, str]]:
     return rows
 
 
-def _error_for_parent(error: ImmichMLError) -> ImmichMLError:
+def transportable_error(error: ImmichMLError) -> ImmichMLError:
     """``error`` if it survives pickling, else its nearest ``immich_ml.errors`` ancestor.
 
     Every class in :mod:`immich_ml.errors` except SettingsError is built from the message
@@ -144,6 +144,32 @@ def _error_for_parent(error: ImmichMLError) -> ImmichMLError:
                 continue
             return candidate
     return ImmichMLError(error.message)
+
+
+def run_job(pipeline: PipelineLike, job: PredictJob, image: bytes | None, name: str) -> Done | Failed:
+    """Run ``job`` on ``pipeline``: the serialized Immich body, or the error to answer with.
+
+    Shared by worker processes and Ray replicas (:mod:`immich_ml.ray.replica`), so both answer
+    alike; an unexpected exception is logged here and becomes a bare 500.
+    """
+    timings: dict[str, float] = {}
+    try:
+        received = time.perf_counter()
+        result = pipeline.predict(job.entries, image=image, text=job.text, timings=timings)
+        started = time.perf_counter()
+        body = orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY)
+        finished = time.perf_counter()
+        timings["serialize"] = timings.get("serialize", 0.0) + finished - started
+        # "worker_s": the whole job on this thread, for the Server-Timing header (the rest of a
+        # request's latency is the service: HTTP, parsing, the pipes).
+        meta = {"timings": timings, "counts": produced_counts(result), "worker_s": finished - received,
+                "models": _resolved(job)}
+        return Done(job.job_id, body, meta)
+    except ImmichMLError as error:
+        return Failed(job.job_id, transportable_error(error))
+    except Exception:
+        log.exception("%s: request failed with an unexpected error", name)
+        return Failed(job.job_id, ImmichMLError("Internal server error"))
 
 
 class _Server:
@@ -231,24 +257,8 @@ class _Server:
         with self._lock:
             self._running += 1
         self._sender.send(Started(job.job_id))
-        timings: dict[str, float] = {}
         try:
-            received = time.perf_counter()
-            result = self._pipeline.predict(job.entries, image=image, text=job.text, timings=timings)
-            started = time.perf_counter()
-            body = orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY)
-            finished = time.perf_counter()
-            timings["serialize"] = timings.get("serialize", 0.0) + finished - started
-            # "worker_s": the whole job on this thread, for the Server-Timing header (the rest
-            # of a request's latency is the service: HTTP, parsing, the pipes).
-            meta = {"timings": timings, "counts": _counts(result), "worker_s": finished - received,
-                    "models": _resolved(job)}
-            message: FromWorker = Done(job.job_id, body, meta)
-        except ImmichMLError as error:
-            message = Failed(job.job_id, _error_for_parent(error))
-        except Exception:
-            log.exception("%s: request failed with an unexpected error", self._name)
-            message = Failed(job.job_id, ImmichMLError("Internal server error"))
+            message = run_job(self._pipeline, job, image, self._name)
         finally:
             with self._lock:
                 self._running -= 1

@@ -83,16 +83,18 @@ def free_port() -> int:
 
 
 class LiveService:
-    """``python -m immich_ml`` (or the same entry point with a pipeline double) in a subprocess."""
+    """``python -m immich_ml`` (or ``module``, or the entry point with a pipeline double) in a subprocess."""
 
-    def __init__(self, env: Mapping[str, str], log_path: Path, *, factory: str | None = None) -> None:
+    def __init__(
+        self, env: Mapping[str, str], log_path: Path, *, factory: str | None = None, module: str = "immich_ml"
+    ) -> None:
         self.port = free_port()
         self.host = "127.0.0.1"
         self.log_path = log_path
         full_env = {k: v for k, v in os.environ.items() if not k.startswith(("MACHINE_LEARNING_", "IMMICH_"))}
         full_env.update({"IMMICH_PORT": str(self.port), "PYTHONUNBUFFERED": "1", **env})
         if factory is None:
-            command = [sys.executable, "-m", "immich_ml"]
+            command = [sys.executable, "-m", module]
         else:
             full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(WORKERS_TESTS), full_env.get("PYTHONPATH")]))
             command = [

@@ -66,9 +66,9 @@ def test_worker_settings_carry_device_id_and_preload_share() -> None:
 def test_counts_report_dependent_batch_sizes() -> None:
     faces = {"facial-recognition": [{}, {}, {}], "imageHeight": 1, "imageWidth": 1}
     ocr = {"ocr": {"text": ["a", "b"], "box": [], "boxScore": [], "textScore": []}}
-    assert worker._counts(faces) == {"facial-recognition/recognition": 3}
-    assert worker._counts(ocr) == {"ocr/recognition": 2}
-    assert worker._counts({"clip": "[1]"}) == {}
+    assert worker.produced_counts(faces) == {"facial-recognition/recognition": 3}
+    assert worker.produced_counts(ocr) == {"ocr/recognition": 2}
+    assert worker.produced_counts({"clip": "[1]"}) == {}
 
 
 def test_unpicklable_errors_become_their_nearest_known_class() -> None:
@@ -80,11 +80,11 @@ def test_unpicklable_errors_become_their_nearest_known_class() -> None:
         def __reduce__(self) -> tuple[Any, ...]:
             return (type(self), (self.message, lambda: None))
 
-    sent = worker._error_for_parent(Odd("cannot decode", None))
+    sent = worker.transportable_error(Odd("cannot decode", None))
     assert type(sent) is InvalidImage
     assert (sent.status, sent.kind, sent.message) == (400, "invalid_image", "cannot decode")
     kept = InvalidImage("fine")
-    assert worker._error_for_parent(kept) is kept
+    assert worker.transportable_error(kept) is kept
 
 
 def test_freed_memory_is_returned_once_per_idle_period(monkeypatch: pytest.MonkeyPatch) -> None:
