@@ -99,6 +99,8 @@ class Settings:
     ann: bool = True
     ann_fp16_turbo: bool = False
     ann_tuning_level: int = 2
+    # The board's libarmnn.so.<N> or its directory; "" = the dynamic loader's search path (immich_ml addition).
+    ann_library: str = ""
     rknn: bool = True
     rknn_threads: int = 1
     # Path or soname of Rockchip's runtime library (immich_ml addition; Immich used rknn-toolkit-lite2).
@@ -305,6 +307,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ann=env.get(m + "ANN", _bool, defaults.ann),
         ann_fp16_turbo=env.get(m + "ANN_FP16_TURBO", _bool, defaults.ann_fp16_turbo),
         ann_tuning_level=env.get(m + "ANN_TUNING_LEVEL", _int(0, 3), defaults.ann_tuning_level),
+        ann_library=env.get(m + "ANN_LIBRARY", _text, defaults.ann_library),
         rknn=env.get(m + "RKNN", _bool, defaults.rknn),
         rknn_threads=env.get(m + "RKNN_THREADS", _int(1, 16), defaults.rknn_threads),
         rknn_library=env.get(m + "RKNN_LIBRARY", _text, defaults.rknn_library),
