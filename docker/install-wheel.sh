@@ -9,5 +9,8 @@ if [ -z "$wheel" ]; then
   echo "install-wheel: no immich_ml-*manylinux*_$(uname -m).whl in dist/ (run scripts/wheels.sh)" >&2
   exit 1
 fi
+if [ -n "${PIP_CERT_FILE:-}" ]; then
+  set -- --cert "$PIP_CERT_FILE" "$@"
+fi
 /opt/venv/bin/pip install --no-cache-dir "${wheel}[${extra}]" "$@"
 /opt/venv/bin/python -c "import immich_ml._core._image, immich_ml._core._armnn, immich_ml._core._rknn"

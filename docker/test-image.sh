@@ -17,6 +17,13 @@ MODELS=${WHEELS_MODELS:-$HOME/.cache/immich_ml}
 BASE=localhost/immich-ml-base:bookworm
 IMAGE=localhost/immich-ml:release
 TARGETS="openvino rocm cuda armnn rknn"
+# pip in the build reaches PyPI with this machine's CA bundle (a TLS-inspecting proxy's CA is only here).
+# Runtime options for builds and runs. The default suits a sandboxed VM like the one this was written
+# on (hybrid cgroups that crun refuses, an RLIMIT hard cap below podman's defaults); set
+# IMAGE_RUNTIME_OPTS="" on an ordinary Docker/podman host.
+read -r -a RT <<<"${IMAGE_RUNTIME_OPTS---runtime runc --ulimit nofile=4096:4096 --ulimit nproc=4096:4096}"
+# --format docker: the OCI image format has no HEALTHCHECK, podman would drop it.
+CA=(--volume /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/build-ca.crt:ro --build-arg PIP_CERT_FILE=/etc/ssl/certs/build-ca.crt)
 [ "${1:-}" = --targets ] && TARGETS=$2
 mkdir -p "$WORK"
 TIMES=$WORK/times.txt
@@ -48,7 +55,7 @@ lint() {
 
 build_cpu() {
   ls dist/immich_ml-*manylinux*_x86_64.whl >/dev/null
-  nice -n 10 podman build -f docker/Dockerfile --target cpu --build-arg BASE_IMAGE="$BASE" -t "$IMAGE" . \
+  nice -n 10 podman build --format docker "${RT[@]}" "${CA[@]}" -f docker/Dockerfile --target cpu --build-arg BASE_IMAGE="$BASE" -t "$IMAGE" . \
     >"$WORK/build-cpu.log" 2>&1 || { tail -30 "$WORK/build-cpu.log" >&2; return 1; }
   podman image inspect "$IMAGE" --format 'size {{.Size}} bytes; user/env: {{.Config.Env}}' >&2
 }
@@ -60,7 +67,7 @@ serve_and_test() {
   # A root-owned copy of the starter cache, as Immich's own image leaves its model-cache volume.
   cache=$WORK/cache
   rm -rf "$cache" && cp -a "$MODELS" "$cache"
-  podman run -d --name "$CONTAINER" -p "127.0.0.1:$port:3003" -v "$cache:/cache" \
+  podman run "${RT[@]}" -d --name "$CONTAINER" -p "127.0.0.1:$port:3003" -v "$cache:/cache" \
     -e MACHINE_LEARNING_WORKERS=1 "$IMAGE" >/dev/null
   for _ in $(seq 1 180); do
     curl -fsS "http://127.0.0.1:$port/ping" >/dev/null 2>&1 && break
@@ -89,7 +96,7 @@ try_target() {
   case "$target" in armnn | rknn) arch=arm64 base=$BASE-arm64 ;; esac
   # An arm64 base exists only where one was imported (e.g. the arm64 root of scripts/wheels.sh);
   # otherwise the build stops at pulling it, which is the limit this machine has.
-  if nice -n 10 timeout 900 podman build -f docker/Dockerfile --target "$target" --platform "linux/$arch" \
+  if nice -n 10 timeout 900 podman build --format docker "${RT[@]}" "${CA[@]}" -f docker/Dockerfile --target "$target" --platform "linux/$arch" \
     --build-arg BASE_IMAGE="$base" -t "localhost/immich-ml:release-$target" . >"$WORK/build-$target.log" 2>&1; then
     echo "$target: built" | tee -a "$WORK/targets.txt" >&2
   else

@@ -172,6 +172,8 @@ arm64_root() {
 # /proc, /sys and /dev mounted in a private mount namespace that disappears with it.
 in_root() {
   cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
+  # This machine's CA bundle too: a TLS-inspecting proxy's CA is only there, not in Debian's.
+  cp /etc/ssl/certs/ca-certificates.crt "$ROOT/etc/ssl/certs/host-ca-certificates.crt"
   unshare --mount --propagation private -- /bin/bash -c '
     set -e
     mount -t proc proc "$1/proc"
@@ -179,6 +181,7 @@ in_root() {
     mount --rbind /dev "$1/dev"
     exec nice -n 10 chroot "$1" /usr/bin/env -i HOME=/root LANG=C.UTF-8 \
       PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin PIP_DISABLE_PIP_VERSION_CHECK=1 \
+      PIP_CERT=/etc/ssl/certs/host-ca-certificates.crt SSL_CERT_FILE=/etc/ssl/certs/host-ca-certificates.crt \
       /bin/bash -euo pipefail -c "$2"' in_root "$ROOT" "$1"
 }
 

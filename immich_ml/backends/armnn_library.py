@@ -2,8 +2,8 @@
 
 A wheel carries one bridge per ARM NN ABI it was built against (``_armnn_bridge_abi<N>.so`` next to
 ``immich_ml._core._armnn``); ARM NN's ABI is the major number of its soname, ``libarmnn.so.<N>``
-(``ARMNN_MAJOR_VERSION``: 22 is ARM NN 20.08, Debian bookworm's and Ubuntu 22.04's; 33 is the
-23.08-24.x family). ARM NN's API is C++ and changes between majors, so a bridge only ever binds to
+(``ARMNN_MAJOR_VERSION``: 22 is ARM NN 20.08, Debian bookworm's and Ubuntu 22.04's; 33 is 23.08
+to 24.05, the release Immich's image downloads). ARM NN's API is C++ and changes between majors, so a bridge only ever binds to
 the ABI it was compiled for, and a mismatch is reported instead of loaded.
 
 ``MACHINE_LEARNING_ANN_LIBRARY`` names the board's ``libarmnn.so.<N>`` (or its directory): its ABI
@@ -23,7 +23,8 @@ from pathlib import Path
 MIN_ABI = 22
 _BRIDGE = re.compile(r"^_armnn_bridge_abi(\d+)\.so$")
 _LIBARMNN = re.compile(r"^libarmnn\.so\.(\d+)")
-_RELEASES = {22: "20.08", 23: "20.11", 24: "21.02", 25: "21.05", 26: "21.08", 27: "21.11"}
+_RELEASES = {22: "20.08", 23: "20.11", 24: "21.02", 25: "21.05", 26: "21.08", 27: "21.11",
+             33: "23.08-24.05", 34: "24.11", 35: "25.02", 36: "25.11"}
 # Where ARM NN usually lives when no path is configured, for the hint when nothing loads.
 SEARCH_DIRS = ("/opt/armnn", "/usr/lib/aarch64-linux-gnu", "/usr/lib/arm-linux-gnueabihf",
                "/usr/lib/x86_64-linux-gnu", "/usr/local/lib", "/usr/lib")
