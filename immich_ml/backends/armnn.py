@@ -92,11 +92,12 @@ def _bridge(library: str = "") -> tuple[ModuleType | None, str]:
         return None, "not built: the compiled core has no _armnn module; reinstall immich-ml"
     if module.loaded() is not None:
         return module, ""
-    core_dir = Path(module.__file__ or "").parent
-    choice = armnn_library.choose(library, armnn_library.bridges(core_dir))
+    shipped = armnn_library.bridges(Path(module.__file__ or "").parent)
+    if not shipped:
+        return None, f"this build of immich-ml has no ARM NN bridge (no ARM NN headers when it was built); {BUILD_HINT}"
+    choice = armnn_library.choose(library, shipped)
     if isinstance(choice, str):
-        hint = BUILD_HINT if "no ARM NN bridge" in choice else RUNTIME_HINT
-        return None, f"{choice}; {hint}"
+        return None, f"{choice}; {RUNTIME_HINT}"
     errors: list[str] = []
     for candidate in choice if isinstance(choice, list) else [choice]:
         try:

@@ -125,9 +125,8 @@ def _library_file(configured: Path) -> Path:
 
 def choose(configured: str, shipped: dict[int, Path]) -> Choice | list[Choice] | str:
     """The bridge for ``MACHINE_LEARNING_ANN_LIBRARY=configured`` (one Choice), the bridges to try in
-    order when it is empty (a list, newest ABI first), or why none can be used (a message)."""
-    if not shipped:
-        return "this build of immich-ml has no ARM NN bridge (ARM NN's headers were not found when it was built)"
+    order when it is empty (a list, newest ABI first), or why none can be used (a message).
+    ``shipped`` is not empty (see :func:`bridges`)."""
     have = ", ".join(f"libarmnn.so.{abi} ({release_name(abi)})" for abi in sorted(shipped))
     if not configured:
         return [Choice(shipped[abi], abi, ()) for abi in sorted(shipped, reverse=True)]

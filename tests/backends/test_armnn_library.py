@@ -84,8 +84,18 @@ def test_library_abi_of_debians_libarmnn() -> None:
 # --- choosing a bridge ---------------------------------------------------------------------------
 
 
-def test_choose_without_bridges_says_not_built() -> None:
-    assert "has no ARM NN bridge" in str(armnn_library.choose("", {}))
+def test_probe_without_bridges_says_not_built(tmp_path: Path) -> None:
+    # A wheel built where ARM NN's headers were missing: the loader module alone, no bridge file.
+    code = (
+        "import json, pathlib; from immich_ml.backends import armnn, armnn_library;"
+        "armnn_library.bridges = lambda core_dir: {};"
+        "from immich_ml.config import Settings;"
+        "print(json.dumps(armnn.probe(Settings(device='armnn')).reason))"
+    )
+    result = _fresh(code)
+    assert result.returncode == 0, result.stderr
+    reason = json.loads(result.stdout.strip().splitlines()[-1])
+    assert reason.startswith("this build of immich-ml has no ARM NN bridge") and "libarmnn-dev" in reason
 
 
 def test_choose_unconfigured_tries_newest_abi_first(tmp_path: Path) -> None:
