@@ -28,17 +28,9 @@ CA=(--volume /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/build-ca.crt:ro -
 mkdir -p "$WORK"
 TIMES=$WORK/times.txt
 : >"$TIMES"
-log() { echo "[image] $*" >&2; }
-step() {
-  local name=$1 start rc=0
-  shift
-  log "$name ..."
-  start=$(date +%s%N)
-  "$@" || rc=$?
-  awk -v n="$name" -v ns="$(( $(date +%s%N) - start ))" -v rc=$rc \
-    'BEGIN { printf "%-40s %8.1f s%s\n", n, ns / 1e9, rc ? "  FAILED (exit " rc ")" : "" }' | tee -a "$TIMES" >&2
-  return $rc
-}
+STEP_PREFIX=image STEP_TIMES=$TIMES
+# shellcheck source=scripts/steps.sh
+. "$REPO/scripts/steps.sh"
 
 base_image() {
   podman image exists "$BASE" && return 0

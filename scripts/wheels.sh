@@ -56,18 +56,9 @@ mkdir -p "$WORK" "$OUT"
 TIMES=$WORK/times.txt
 : >"$TIMES"
 
-log() { echo "[wheels] $*" >&2; }
-# step NAME CMD...: runs CMD, records its wall time in $TIMES.
-step() {
-  local name=$1 start rc=0
-  shift
-  log "$name ..."
-  start=$(date +%s%N)
-  "$@" || rc=$?
-  awk -v n="$name" -v ns="$(( $(date +%s%N) - start ))" -v rc=$rc \
-    'BEGIN { printf "%-38s %8.1f s%s\n", n, ns / 1e9, rc ? "  FAILED (exit " rc ")" : "" }' | tee -a "$TIMES" >&2
-  return $rc
-}
+STEP_PREFIX=wheels STEP_TIMES=$TIMES
+# shellcheck source=scripts/steps.sh
+. "$REPO/scripts/steps.sh"
 
 # The tracked and untracked-but-not-ignored files: what a fresh clone would build.
 copy_source() {

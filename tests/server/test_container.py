@@ -9,64 +9,27 @@ from __future__ import annotations
 
 import os
 import urllib.parse
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import orjson
 import pytest
 from immich_client import ServiceClient
+# The same requests, checks and in-process reference pipeline as the end-to-end tests.
+from test_e2e import FACES, TEXT, VISUAL, failure, ok, reference, vector  # noqa: F401 - reference is a fixture
 
-from immich_ml.backends.base import Target
-from immich_ml.config import load_settings
-from immich_ml.models.starter import FACE_MODEL, TINY_CLIP_MODEL
+from immich_ml.models.starter import FACE_MODEL
 from immich_ml.pipeline import Pipeline
 from immich_ml.schemas import parse_entries
 
 URL = os.environ.get("IMMICH_ML_CONTAINER_URL", "")
 pytestmark = pytest.mark.skipif(not URL, reason="no container: set IMMICH_ML_CONTAINER_URL (docker/test-image.sh)")
 
-TEXT = orjson.dumps({"clip": {"textual": {"modelName": TINY_CLIP_MODEL, "options": {"language": "en"}}}}).decode()
-VISUAL = orjson.dumps({"clip": {"visual": {"modelName": TINY_CLIP_MODEL}}}).decode()
-FACES = orjson.dumps({
-    "facial-recognition": {
-        "detection": {"modelName": FACE_MODEL, "options": {"minScore": 0.7}},
-        "recognition": {"modelName": FACE_MODEL},
-    }
-}).decode()
-
-
 @pytest.fixture(scope="module")
 def container() -> ServiceClient:
     parsed = urllib.parse.urlsplit(URL)
     assert parsed.hostname and parsed.port, URL
     return ServiceClient(parsed.hostname, parsed.port)
-
-
-@pytest.fixture(scope="module")
-def reference(starter_cache: Path) -> Iterator[Pipeline]:
-    settings = load_settings({"MACHINE_LEARNING_CACHE_FOLDER": str(starter_cache), "MACHINE_LEARNING_MODEL_TTL": "0"})
-    pipeline = Pipeline(settings, Target("cpu", "0"))
-    yield pipeline
-    pipeline.close()
-
-
-def _ok(response: tuple[int, dict[str, str], bytes]) -> dict[str, object]:
-    status, headers, body = response
-    assert status == 200, body
-    assert headers["content-type"] == "application/json"
-    parsed: dict[str, object] = orjson.loads(body)
-    return parsed
-
-
-def _vector(embedding: object) -> np.ndarray:  # type: ignore[type-arg]
-    assert isinstance(embedding, str) and embedding.startswith("[")
-    return np.asarray(orjson.loads(embedding), dtype=np.float32)
-
-
-def _failure(response: tuple[int, dict[str, str], bytes], status: int) -> str:
-    assert response[0] == status, response
-    return str(orjson.loads(response[2])["detail"])
 
 
 def test_ping_root_and_health(container: ServiceClient) -> None:
@@ -78,25 +41,25 @@ def test_ping_root_and_health(container: ServiceClient) -> None:
 
 
 def test_clip_text_and_image_match_the_pipeline(container: ServiceClient, reference: Pipeline, photos: dict[str, Path]) -> None:
-    answer = _ok(container.predict({"entries": TEXT, "text": "a photo of an astronaut"}))
+    answer = ok(container.predict({"entries": TEXT, "text": "a photo of an astronaut"}))
     expected = reference.predict(parse_entries(TEXT), text="a photo of an astronaut")["clip"]
-    np.testing.assert_allclose(_vector(answer["clip"]), _vector(expected), rtol=0, atol=1e-4)
+    np.testing.assert_allclose(vector(answer["clip"]), vector(expected), rtol=0, atol=1e-4)
     image = photos["astronaut"].read_bytes()
-    answer = _ok(container.predict({"entries": VISUAL, "image": image}))
+    answer = ok(container.predict({"entries": VISUAL, "image": image}))
     assert (answer["imageHeight"], answer["imageWidth"]) == (512, 512)
     expected = reference.predict(parse_entries(VISUAL), image=image)["clip"]
-    np.testing.assert_allclose(_vector(answer["clip"]), _vector(expected), rtol=0, atol=1e-4)
+    np.testing.assert_allclose(vector(answer["clip"]), vector(expected), rtol=0, atol=1e-4)
 
 
 def test_faces_match_the_pipeline(container: ServiceClient, reference: Pipeline, photos: dict[str, Path]) -> None:
     image = photos["astronaut"].read_bytes()
-    faces = _ok(container.predict({"entries": FACES, "image": image}))["facial-recognition"]
+    faces = ok(container.predict({"entries": FACES, "image": image}))["facial-recognition"]
     expected = reference.predict(parse_entries(FACES), image=image)["facial-recognition"]
     assert isinstance(faces, list) and len(faces) == len(expected) >= 1
     for got, want in zip(faces, expected, strict=True):
         assert got["boundingBox"] == want["boundingBox"]
         assert got["score"] == pytest.approx(want["score"], abs=1e-4)
-        np.testing.assert_allclose(_vector(got["embedding"]), _vector(want["embedding"]), atol=1e-4)
+        np.testing.assert_allclose(vector(got["embedding"]), vector(want["embedding"]), atol=1e-4)
     loaded = [m for w in container.json("/health")["workers"] for m in w["models"] if m["name"] == FACE_MODEL]
     assert loaded and {m["provider"] for m in loaded} == {"CPUExecutionProvider"}, loaded
 
@@ -104,7 +67,7 @@ def test_faces_match_the_pipeline(container: ServiceClient, reference: Pipeline,
 def test_bad_requests_get_clear_errors_and_the_service_keeps_serving(container: ServiceClient, photos: dict[str, Path]) -> None:
     image = photos["astronaut"].read_bytes()
     unknown = orjson.dumps({"clip": {"visual": {"modelName": "../../etc/passwd"}}}).decode()
-    assert _failure(container.predict({"entries": unknown, "image": image}), 400)
-    assert "decode" in _failure(container.predict({"entries": VISUAL, "image": b"not an image"}), 400)
-    assert "Invalid request format" in _failure(container.predict({"entries": "{", "text": "x"}), 422)
+    assert failure(container.predict({"entries": unknown, "image": image}), 400)
+    assert "decode" in failure(container.predict({"entries": VISUAL, "image": b"not an image"}), 400)
+    assert "Invalid request format" in failure(container.predict({"entries": "{", "text": "x"}), 422)
     assert container.get("/ping")[0] == 200
