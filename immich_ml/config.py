@@ -152,6 +152,8 @@ class Settings:
     ann: bool = True
     ann_fp16_turbo: bool = False
     ann_tuning_level: int = 2
+    # The board's libarmnn.so.<N> or its directory; "" = the dynamic loader's search path (immich_ml addition).
+    ann_library: str = ""
     rknn: bool = True
     rknn_threads: int = 1
     # Path or soname of Rockchip's runtime library (immich_ml addition; Immich used rknn-toolkit-lite2).
@@ -428,6 +430,7 @@ _SETTINGS: dict[str, tuple[str, Parser]] = {
     "rknn": (_M + "RKNN", _bool),
     "rknn_threads": (_M + "RKNN_THREADS", _int(1, 16)),
     "rknn_library": (_M + "RKNN_LIBRARY", _text),
+    "ann_library": (_M + "ANN_LIBRARY", _text),
     "openvino_precision": (_M + "OPENVINO_PRECISION", _choice(PRECISIONS, upper=True)),
     "rocm_precision": (_M + "ROCM_PRECISION", _choice(PRECISIONS, upper=True)),
     "model_organization": (_M + "MODEL_ORGANIZATION", _text),

@@ -1,8 +1,12 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, embedsignature=True, autotestdict=False, auto_pickle=False
-"""Thin wrapper over the ARM NN bridge (csrc/armnn). Built only where ARM NN headers were found.
+"""Loader and wrapper for the ARM NN bridge (csrc/armnn). Links no ARM NN library.
 
-Buffers cross as the Python buffer protocol (numpy arrays): dense C-contiguous memory whose size
-must equal the tensor's byte size. Long calls (load, run, convert) release the GIL.
+The bridge itself is a separate shared object per ARM NN ABI (``_armnn_bridge_abi<N>.so`` next to
+this module) that :func:`load` opens with dlopen, after the board's libarmnn when a path is given,
+so this module imports everywhere and one wheel serves every board. Until a bridge is loaded the
+other functions raise RuntimeError. Buffers cross as the Python buffer protocol (numpy arrays):
+dense C-contiguous memory whose size must equal the tensor's byte size. Long calls (load, run,
+convert) release the GIL.
 """
 
 from cpython.buffer cimport (
@@ -13,13 +17,20 @@ from cpython.buffer cimport (
 )
 from libc.string cimport memset
 from libcpp.vector cimport vector
+from posix.dlfcn cimport RTLD_GLOBAL, RTLD_LOCAL, RTLD_NOW, dlerror, dlopen, dlsym
 
 cimport armnn as bridge
 
 _DTYPES = ("float32", "float16", "uint8", "int8", "int16", "int32", "bool", "int64")
 IMPORT_ALIGNMENT = bridge.kImportAlignment
+API_VERSION = bridge.kApiVersion
 
 ctypedef const void* const_ptr
+ctypedef const bridge.Api* (*EntryPoint)(unsigned int) noexcept nogil
+
+cdef const bridge.Api* _API = NULL
+# (bridge path, preloaded library paths, ARM NN ABI) once a bridge is loaded.
+_LOADED = None
 
 
 class ArmnnError(RuntimeError):
@@ -43,10 +54,63 @@ cdef _raise(int status, const char* message):
     raise ArmnnError(status, text)
 
 
+cdef str _dl_error():
+    cdef const char* text = dlerror()
+    return "unknown dynamic loader error" if text == NULL else _text(text)
+
+
+cdef const bridge.Api* _api() except NULL:
+    if _API == NULL:
+        raise RuntimeError("no ARM NN bridge is loaded (immich_ml._core._armnn.load)")
+    return _API
+
+
+def load(str bridge_path, preload=()):
+    """Open the bridge at ``bridge_path``; first open each path in ``preload`` (the board's libarmnn
+    and its parser libraries) globally, so the bridge binds to those instead of searching.
+
+    Once per process: loading the same bridge again returns the same info, another one raises
+    RuntimeError. OSError carries the dynamic loader's message (a missing or incompatible library).
+    Returns ``loaded()``.
+    """
+    global _API, _LOADED
+    cdef void* handle
+    cdef void* entry
+    cdef const bridge.Api* api
+    if _API != NULL:
+        if _LOADED[0] == bridge_path:
+            return loaded()
+        raise RuntimeError("an ARM NN bridge is already loaded in this process (%s)" % _LOADED[0])
+    paths = tuple(str(path) for path in preload)
+    for path in paths:
+        if dlopen(path.encode(), RTLD_NOW | RTLD_GLOBAL) == NULL:
+            raise OSError(_dl_error())
+    handle = dlopen(bridge_path.encode(), RTLD_NOW | RTLD_LOCAL)
+    if handle == NULL:
+        raise OSError(_dl_error())
+    entry = dlsym(handle, bridge.kApiSymbol)
+    if entry == NULL:
+        raise OSError("%s is not an ARM NN bridge (%s)" % (bridge_path, _dl_error()))
+    api = (<EntryPoint>entry)(bridge.kApiVersion)
+    if api == NULL:
+        raise OSError("%s implements another bridge API than this module (version %d); reinstall immich-ml"
+                      % (bridge_path, bridge.kApiVersion))
+    _API = api
+    _LOADED = (bridge_path, paths, api.armnn_abi)
+    return loaded()
+
+
+def loaded():
+    """The loaded bridge as {"bridge", "preloaded", "abi"}, or None."""
+    if _LOADED is None:
+        return None
+    return {"bridge": _LOADED[0], "preloaded": _LOADED[1], "abi": _LOADED[2]}
+
+
 def capabilities():
     """What this build supports: version, tflite_parser, onnx_parser, serializer, fast_math, cached_network."""
     cdef bridge.Capabilities caps
-    bridge.capabilities(&caps)
+    _api().capabilities(&caps)
     return {
         "version": _text(caps.version),
         "tflite_parser": caps.tflite_parser,
@@ -65,8 +129,9 @@ def convert(str source, str destination):
     cdef const char* dst_c = dst
     cdef char error[1024]
     cdef int status
+    cdef const bridge.Api* api = _api()
     with nogil:
-        status = bridge.convert_to_armnn(src_c, dst_c, error, sizeof(error))
+        status = api.convert_to_armnn(src_c, dst_c, error, sizeof(error))
     if status != bridge.kOk:
         _raise(status, error)
 
@@ -87,19 +152,21 @@ cdef class Runtime:
         options.tuning_file = tuning_b
         options.log_severity = log_severity
         cdef int status
+        cdef const bridge.Api* api = _api()
         with nogil:
-            status = bridge.runtime_create(options, &self._ptr, error, sizeof(error))
+            status = api.runtime_create(&options, &self._ptr, error, sizeof(error))
         if status != bridge.kOk:
             _raise(status, error)
 
     def __dealloc__(self):
-        bridge.runtime_release(self._ptr)
-        self._ptr = NULL
+        if self._ptr != NULL:
+            _API.runtime_release(self._ptr)
+            self._ptr = NULL
 
     def _backends(self):
         cdef char preferred[512]
         cdef char registered[512]
-        bridge.runtime_backends(self._ptr, preferred, sizeof(preferred), registered, sizeof(registered))
+        _API.runtime_backends(self._ptr, preferred, sizeof(preferred), registered, sizeof(registered))
         split = lambda text: tuple(part for part in text.split(",") if part)
         return split(_text(preferred)), split(_text(registered))
 
@@ -139,9 +206,10 @@ cdef class Network:
         options.import_memory = import_memory
         options.cached_network_path = cache_b
         memset(&report, 0, sizeof(report))
+        cdef const bridge.Api* api = _api()
         with nogil:
-            status = bridge.network_load(runtime._ptr, path_c, options, &self._ptr, &report, error,
-                                         sizeof(error))
+            status = api.network_load(runtime._ptr, path_c, &options, &self._ptr, &report, error,
+                                      sizeof(error))
         if status != bridge.kOk:
             _raise(status, error)
         self._runtime = runtime
@@ -160,8 +228,8 @@ cdef class Network:
     cdef tuple _tensors(self, bint inputs):
         cdef bridge.TensorDesc desc
         result = []
-        for index in range(bridge.network_tensor_count(self._ptr, inputs)):
-            if bridge.network_tensor(self._ptr, inputs, index, &desc) != bridge.kOk or desc.dtype < 0:
+        for index in range(_API.network_tensor_count(self._ptr, inputs)):
+            if _API.network_tensor(self._ptr, inputs, index, &desc) != bridge.kOk or desc.dtype < 0:
                 raise ArmnnError(bridge.kInternal, "cannot describe tensor %d" % index)
             shape = tuple(desc.dims[d] for d in range(desc.rank))
             result.append((_text(desc.name), shape, _DTYPES[desc.dtype], desc.nbytes))
@@ -204,7 +272,7 @@ cdef class Network:
                     out_ptrs[i - n_in] = views[i].buf
             self._active += 1
             with nogil:
-                status = bridge.network_run(self._ptr, in_ptrs.data(), out_ptrs.data(), error, sizeof(error))
+                status = _API.network_run(self._ptr, in_ptrs.data(), out_ptrs.data(), error, sizeof(error))
             self._active -= 1
             if self._closing and self._active == 0:
                 self._release()
@@ -220,7 +288,7 @@ cdef class Network:
         # The C++ network keeps the runtime alive as long as it needs it; drop the Python handle.
         self._runtime = None
         with nogil:
-            bridge.network_release(ptr)
+            _API.network_release(ptr)
 
     def close(self):
         """Unload the network; a run still in progress on another thread finishes first."""
@@ -230,5 +298,5 @@ cdef class Network:
 
     def __dealloc__(self):
         if self._ptr != NULL:
-            bridge.network_release(self._ptr)
+            _API.network_release(self._ptr)
             self._ptr = NULL

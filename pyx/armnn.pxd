@@ -1,10 +1,11 @@
-# Declarations of the ARM NN bridge (csrc/armnn/bridge.hpp) for pyx/_armnn.pyx.
+# Declarations of the ARM NN bridge (csrc/armnn/bridge.hpp, bridge_api.hpp) for pyx/_armnn.pyx:
+# the types, and the function table a bridge module returns (the module is dlopened, never linked).
 from libc.stddef cimport size_t
 from libc.stdint cimport int64_t
 from libcpp cimport bool
 
 
-cdef extern from "bridge.hpp" namespace "immich::armnn_bridge" nogil:
+cdef extern from "bridge_api.hpp" namespace "immich::armnn_bridge" nogil:
     const int kMaxRank
     const size_t kNameLength
     const size_t kNoteLength
@@ -63,16 +64,26 @@ cdef extern from "bridge.hpp" namespace "immich::armnn_bridge" nogil:
     cdef cppclass Network:
         pass
 
-    void capabilities(Capabilities* out)
-    int runtime_create(const RuntimeOptions& options, Runtime** out, char* error, size_t error_length)
-    void runtime_backends(const Runtime* runtime, char* preferred, size_t preferred_length,
-                          char* registered, size_t registered_length)
-    void runtime_release(Runtime* runtime)
-    int network_load(Runtime* runtime, const char* path, const LoadOptions& options, Network** out,
-                     LoadReport* report, char* error, size_t error_length)
-    int network_tensor_count(const Network* network, bool inputs)
-    int network_tensor(const Network* network, bool inputs, int index, TensorDesc* out)
-    int network_run(Network* network, const void* const* inputs, void* const* outputs, char* error,
-                    size_t error_length)
-    void network_release(Network* network)
-    int convert_to_armnn(const char* source, const char* destination, char* error, size_t error_length)
+    ctypedef struct Api:
+        unsigned int api_version
+        int armnn_abi
+        void (*capabilities)(Capabilities* out) noexcept nogil
+        int (*runtime_create)(const RuntimeOptions* options, Runtime** out, char* error,
+                              size_t error_length) noexcept nogil
+        void (*runtime_backends)(const Runtime* runtime, char* preferred, size_t preferred_length,
+                                 char* registered, size_t registered_length) noexcept nogil
+        void (*runtime_release)(Runtime* runtime) noexcept nogil
+        int (*network_load)(Runtime* runtime, const char* path, const LoadOptions* options,
+                            Network** out, LoadReport* report, char* error,
+                            size_t error_length) noexcept nogil
+        int (*network_tensor_count)(const Network* network, bool inputs) noexcept nogil
+        int (*network_tensor)(const Network* network, bool inputs, int index,
+                              TensorDesc* out) noexcept nogil
+        int (*network_run)(Network* network, const void* const* inputs, void* const* outputs,
+                           char* error, size_t error_length) noexcept nogil
+        void (*network_release)(Network* network) noexcept nogil
+        int (*convert_to_armnn)(const char* source, const char* destination, char* error,
+                                size_t error_length) noexcept nogil
+
+    const unsigned int kApiVersion
+    const char* kApiSymbol

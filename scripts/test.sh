@@ -5,6 +5,8 @@
 #   2. .venv with the package (compiled core built) + the starter models
 #   3. pytest over tests/ (CPU ONNX Runtime, ARM NN on CpuRef, RKNN against its C-ABI double)
 #   4. the OpenVINO suite from a second venv (.venv-openvino): one ONNX Runtime flavour per venv
+#   5. the x86_64 manylinux wheel built in isolation, repaired and checked with auditwheel
+#      (scripts/wheels.sh --quick; the long form with aarch64 under qemu is run by hand)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,4 +22,8 @@ scripts/setup.sh
 if [ -x scripts/openvino-venv.sh ]; then
   scripts/openvino-venv.sh
   .venv-openvino/bin/python -m pytest -m openvino "$@"
+fi
+
+if [ -x scripts/wheels.sh ]; then
+  scripts/wheels.sh --quick --out build/wheels/ci-dist
 fi

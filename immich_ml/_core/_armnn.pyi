@@ -1,5 +1,6 @@
-"""ARM NN bridge (pyx/_armnn.pyx over csrc/armnn). Built only where ARM NN was found; use
-immich_ml.backends.armnn, which imports it lazily and reports why it is unavailable."""
+"""ARM NN bridge loader and wrapper (pyx/_armnn.pyx); the bridge (csrc/armnn) is a separate
+``_armnn_bridge_abi<N>.so`` opened by :func:`load`. Use immich_ml.backends.armnn, which finds the
+library and the bridge and reports why ARM NN is unavailable."""
 
 from collections.abc import Sequence
 from typing import Any
@@ -7,11 +8,14 @@ from typing import Any
 from typing_extensions import Buffer, disjoint_base
 
 IMPORT_ALIGNMENT: int
+API_VERSION: int
 
 class ArmnnError(RuntimeError):
     status: int
     def __init__(self, status: int, message: str) -> None: ...
 
+def load(bridge_path: str, preload: Sequence[str] = ()) -> dict[str, Any]: ...
+def loaded() -> dict[str, Any] | None: ...
 def capabilities() -> dict[str, Any]: ...
 def convert(source: str, destination: str) -> None: ...
 

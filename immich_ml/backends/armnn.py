@@ -27,13 +27,14 @@ import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import cache
+from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
-from immich_ml.backends import oom
+from immich_ml.backends import armnn_library, oom
 from immich_ml.backends._armnn_memory import BatchPlan, as_aligned
 from immich_ml.backends.base import (
     Availability,
@@ -63,11 +64,12 @@ TUNING_FILE = "gpu-tuning.ann"
 CACHED_NETWORK_FILE = "model.anncache"
 BUILD_HINT = (
     "install ARM NN's headers (Debian/Ubuntu: scripts/install-armnn.sh, i.e. apt install "
-    "libarmnn-dev libarmnntfliteparser-dev) and reinstall immich-ml"
+    "libarmnn-dev libarmnntfliteparser-dev) and reinstall immich-ml from source"
 )
 RUNTIME_HINT = (
     "install ARM NN's libraries (Debian/Ubuntu: apt install libarmnn22 libarmnntfliteparser22 "
-    "and a backend: libarmnn-gpuacc-backend22 on a Mali board)"
+    "and a backend: libarmnn-gpuacc-backend22 on a Mali board) or point MACHINE_LEARNING_ANN_LIBRARY "
+    "at the board's libarmnn.so.<N>"
 )
 _GPU_HINT = "install ARM NN's Mali GPU backend (Debian/Ubuntu: libarmnn-gpuacc-backend22)"
 # A Mali board runs on the GPU, with CpuAcc only for layers GpuAcc lacks: CpuRef is a slow
@@ -80,22 +82,43 @@ _SEVERITY = {"verbose": 0, "debug": 1, "log": 3, "info": 3, "warn": 3, "warning"
 
 
 @cache
-def _bridge() -> tuple[ModuleType | None, str]:
-    """The compiled bridge, or None and the reason it cannot be used."""
+def _bridge(library: str = "") -> tuple[ModuleType | None, str]:
+    """The loaded bridge module, or None and the reason it cannot be used.
+
+    ``library``: ``MACHINE_LEARNING_ANN_LIBRARY`` (a libarmnn file or directory; "" = the loader's
+    search path). One bridge per process: once one is loaded, later calls return it.
+    """
     try:
         # import_module, not "from ... import": a missing submodule must surface as
-        # ModuleNotFoundError naming it, distinct from a library the loader cannot find.
+        # ModuleNotFoundError naming it.
         module = importlib.import_module("immich_ml._core._armnn")
     except ModuleNotFoundError as exc:
         if exc.name != "immich_ml._core._armnn":
             raise
-        return None, (
-            "not built: ARM NN headers were not found at build time (or IMMICH_WITH_ARMNN=OFF); "
-            + BUILD_HINT
+        return None, "not built: the compiled core has no _armnn module; reinstall immich-ml"
+    if module.loaded() is not None:
+        return module, ""
+    shipped = armnn_library.bridges(Path(module.__file__ or "").parent)
+    if not shipped:
+        return None, f"this build of immich-ml has no ARM NN bridge (no ARM NN headers when it was built); {BUILD_HINT}"
+    choice = armnn_library.choose(library, shipped)
+    if isinstance(choice, str):
+        return None, f"{choice}; {RUNTIME_HINT}"
+    errors: list[str] = []
+    for candidate in choice if isinstance(choice, list) else [choice]:
+        try:
+            module.load(str(candidate.bridge), [str(path) for path in candidate.preload])
+        except OSError as exc:
+            errors.append(f"libarmnn.so.{candidate.abi}: {exc}")
+            continue
+        log.info(
+            "ARM NN bridge for %s loaded%s",
+            armnn_library.release_name(candidate.abi),
+            f" with {candidate.preload[0]}" if candidate.preload else "",
         )
-    except ImportError as exc:
-        return None, f"libarmnn not found: {RUNTIME_HINT} ({exc})"
-    return module, ""
+        return module, ""
+    found = "" if library else f"; {armnn_library.installed_hint()}"
+    return None, f"libarmnn could not be loaded ({'; '.join(errors)}){found}; {RUNTIME_HINT}"
 
 
 def _mali_error() -> str | None:
@@ -107,9 +130,9 @@ def _mali_error() -> str | None:
     return None
 
 
-def capabilities() -> dict[str, object]:
-    """What the built bridge supports (version, parsers, serializer, fast math, cached network)."""
-    module, reason = _bridge()
+def capabilities(library: str = "") -> dict[str, object]:
+    """What the loaded bridge supports (version, parsers, serializer, fast math, cached network)."""
+    module, reason = _bridge(library)
     if module is None:
         raise BackendUnavailable(f"ARM NN is unavailable: {reason}")
     caps: dict[str, object] = module.capabilities()
@@ -125,7 +148,7 @@ def probe(settings: Settings) -> Availability:
         return Availability(False, f"MACHINE_LEARNING_DEVICE={settings.device} selects another backend")
     if not forced and (error := _mali_error()) is not None:
         return Availability(False, error)
-    module, reason = _bridge()
+    module, reason = _bridge(settings.ann_library)
     if module is None:
         return Availability(False, reason)
     version = module.capabilities()["version"]
@@ -207,7 +230,7 @@ class ArmnnSession(SessionMetadata):
     def __init__(
         self, artifacts: ModelArtifacts, settings: Settings, target: Target, options: SessionOptions
     ) -> None:
-        module, reason = _bridge()
+        module, reason = _bridge(settings.ann_library)
         if module is None:
             raise BackendUnavailable(f"ARM NN is unavailable: {reason}")
         # Immich's warning names the model (<cache>/<task>/<name>/<type>); logs use the full label.

@@ -249,12 +249,15 @@ def artifacts(directory: Path, model: Path | None) -> ModelArtifacts:
 
 def armnn_model(tmp_path: Path, tower: TinyTower, outputs: tuple[str, ...] = ("embedding",)) -> Path:
     """tower → .tflite → (bridge serializer) → <cache>/clip/tiny/visual/model.armnn, plus model.onnx."""
-    from immich_ml._core import _armnn
+    from immich_ml.backends import armnn
 
+    bridge, reason = armnn._bridge()  # loads the bridge in this process (once)
+    if bridge is None:
+        raise RuntimeError(reason)
     directory = model_dir(tmp_path)
     tflite = write_tflite(tower, tmp_path / f"tower-{tower.height}x{tower.width}.tflite", outputs)
     make_onnx(tower, directory / "model.onnx")
-    _armnn.convert(str(tflite), str(directory / "model.armnn"))
+    bridge.convert(str(tflite), str(directory / "model.armnn"))
     return directory / "model.armnn"
 
 

@@ -82,27 +82,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class LiveService:
-    """``python -m immich_ml`` (or ``module``, or the entry point with a pipeline double) in a subprocess."""
+class ServiceClient:
+    """Speaks to an immich-ml (or Immich) service at host:port the way Immich's server does."""
 
-    def __init__(
-        self, env: Mapping[str, str], log_path: Path, *, factory: str | None = None, module: str = "immich_ml"
-    ) -> None:
-        self.port = free_port()
-        self.host = "127.0.0.1"
-        self.log_path = log_path
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith(("MACHINE_LEARNING_", "IMMICH_"))}
-        full_env.update({"IMMICH_PORT": str(self.port), "PYTHONUNBUFFERED": "1", **env})
-        if factory is None:
-            command = [sys.executable, "-m", module]
-        else:
-            full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(WORKERS_TESTS), full_env.get("PYTHONPATH")]))
-            command = [
-                sys.executable, "-c",
-                f"import sys; from immich_ml.server.run import main; sys.exit(main(pipeline_factory={factory!r}))",
-            ]
-        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(command, env=full_env, cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT)
+    def __init__(self, host: str, port: int) -> None:
+        self.host = host
+        self.port = port
 
     @property
     def url(self) -> str:
@@ -122,6 +107,28 @@ class LiveService:
     def predict(self, fields: Mapping[str, str | bytes], timeout: float = 60.0) -> tuple[int, dict[str, str], bytes]:
         raw = undici_request(self.host, self.port, "/predict", fields, undici_boundary())
         return send_raw(self.host, self.port, raw, timeout)
+
+
+class LiveService(ServiceClient):
+    """``python -m immich_ml`` (or ``module``, or the entry point with a pipeline double) in a subprocess."""
+
+    def __init__(
+        self, env: Mapping[str, str], log_path: Path, *, factory: str | None = None, module: str = "immich_ml"
+    ) -> None:
+        super().__init__("127.0.0.1", free_port())
+        self.log_path = log_path
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith(("MACHINE_LEARNING_", "IMMICH_"))}
+        full_env.update({"IMMICH_PORT": str(self.port), "PYTHONUNBUFFERED": "1", **env})
+        if factory is None:
+            command = [sys.executable, "-m", module]
+        else:
+            full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(WORKERS_TESTS), full_env.get("PYTHONPATH")]))
+            command = [
+                sys.executable, "-c",
+                f"import sys; from immich_ml.server.run import main; sys.exit(main(pipeline_factory={factory!r}))",
+            ]
+        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(command, env=full_env, cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT)
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
