@@ -7,7 +7,7 @@ cimport ocr
 
 
 def det_preprocess(const uint8_t[:, :, :] img, float[:, :, :, ::1] out, int64_t resized_h,
-                   int64_t resized_w, float pad_value, int threads):
+                   int64_t resized_w, float pad_value):
     """Fills out[0] (3, BH, BW); returns the kernel status (0 = ok)."""
     cdef const uint8_t* src = &img[0, 0, 0]
     cdef int64_t h = img.shape[0], w = img.shape[1], stride = img.strides[0]
@@ -16,7 +16,7 @@ def det_preprocess(const uint8_t[:, :, :] img, float[:, :, :, ::1] out, int64_t 
     cdef int status
     with nogil:
         status = ocr.det_preprocess(src, h, w, stride, resized_h, resized_w, dst, out_h, out_w,
-                                    pad_value, threads)
+                                    pad_value)
     return status
 
 

@@ -25,7 +25,7 @@ cdef extern from "immich/ocr.h" namespace "immich::ocr" nogil:
 
     Status det_preprocess(const uint8_t* rgb, int64_t height, int64_t width, int64_t row_stride,
                           int64_t resized_h, int64_t resized_w, float* out, int64_t out_h,
-                          int64_t out_w, float pad_value, int threads) noexcept
+                          int64_t out_w, float pad_value) noexcept
     Status db_boxes(const ProbMap& prob, const DbParams& params, float* boxes, float* scores,
                     int64_t capacity, int64_t* count) noexcept
     void crop_size(const float* quad, int32_t* w, int32_t* h) noexcept

@@ -12,7 +12,7 @@ namespace ocr {
 
 Status det_preprocess(const uint8_t* rgb, int64_t height, int64_t width, int64_t row_stride,
                       int64_t resized_h, int64_t resized_w, float* out, int64_t out_h,
-                      int64_t out_w, float pad_value, int threads) noexcept {
+                      int64_t out_w, float pad_value) noexcept {
   if (rgb == nullptr || out == nullptr || height <= 0 || width <= 0 || resized_h <= 0 ||
       resized_w <= 0 || resized_h > out_h || resized_w > out_w) {
     return kInvalidArgument;
@@ -27,7 +27,7 @@ Status det_preprocess(const uint8_t* rgb, int64_t height, int64_t width, int64_t
     return kOutOfMemory;
   }
   const image::Status status = image::resize_hwc(src, geometry, image::kLanczos, resized.data(),
-                                                 resized_h, resized_w, threads);
+                                                 resized_h, resized_w);
   if (status != image::kOk) return status == image::kOutOfMemory ? kOutOfMemory : kInvalidArgument;
 
   // Immich v3: float32 pixels, minus 0.5f, times float32(1) / (0.5f * 255) — one rounding each.

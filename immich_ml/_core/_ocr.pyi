@@ -10,7 +10,6 @@ def det_preprocess(
     resized_h: int,
     resized_w: int,
     pad_value: float,
-    threads: int,
 ) -> int:
     """Fills out[0] (3, BH, BW); returns the kernel status (0 ok, 1 bad argument, 2 no memory)."""
 

@@ -60,7 +60,6 @@ def det_preprocess_into(
     resized_w: int,
     *,
     pad_value: float = 0.0,
-    threads: int = 1,
 ) -> None:
     """Pillow-LANCZOS-exact resize of the whole RGB image to (resized_h, resized_w), RGB→BGR,
     ``(x - 0.5) * float32(1 / 127.5)`` (Immich v3's arithmetic, bit for bit), written into
@@ -68,7 +67,6 @@ def det_preprocess_into(
 
     image: (H, W, 3) uint8 RGB, packed pixels (rows may be strided).
     out: (1, 3, BH, BW) float32 C-contiguous, BH >= resized_h, BW >= resized_w.
-    threads: split the resample over this many threads.
     """
     src_h, src_w = _check_image(image)
     if not isinstance(out, np.ndarray) or out.dtype != np.float32 or out.ndim != 4:
@@ -81,9 +79,7 @@ def det_preprocess_into(
             raise InvalidInput(f"{name} must be in 1..{limit} (the size of out), got {value!r}")
     if not math.isfinite(pad_value):
         raise InvalidInput(f"pad_value must be finite, got {pad_value}")
-    if threads < 1:
-        raise InvalidInput(f"threads must be >= 1, got {threads}")
-    status = _ocr.det_preprocess(image, out, int(resized_h), int(resized_w), float(pad_value), int(threads))
+    status = _ocr.det_preprocess(image, out, int(resized_h), int(resized_w), float(pad_value))
     _raise_for(status, f"resize a {src_w}x{src_h} image to {resized_w}x{resized_h}")
 
 

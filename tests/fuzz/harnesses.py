@@ -161,7 +161,7 @@ def fuzz_resize(data: bytes) -> None:
     info = expect_contract(lambda: image.resize_normalize_into(
         source, out, fdp.ConsumeIntInRange(-1, 3), size=size, mode=modes[fdp.ConsumeIntInRange(0, 3)],
         resample=filters[fdp.ConsumeIntInRange(0, 3)], mean=mean, std=std,
-        scale=float(floats(fdp, 1)[0]), threads=fdp.ConsumeIntInRange(0, 3),
+        scale=float(floats(fdp, 1)[0]),
     ))
     if info is not None:
         assert info.resized_width > 0 and info.resized_height > 0

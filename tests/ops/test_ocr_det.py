@@ -191,14 +191,14 @@ def test_db_boxes_rejects_bad_input() -> None:
         ocr.db_boxes(good, 8, 8, unclip_ratio=float("nan"))
 
 
-def test_det_preprocess_threads() -> None:
+def test_det_preprocess_concurrent_calls() -> None:
     image = cv2.GaussianBlur(np.random.default_rng(9).integers(0, 256, (300, 500, 3), dtype=np.uint8), (3, 3), 1)
     rh, rw = ocr.det_input_size(300, 500, 736)
     expected = ref.det_input(image, rh, rw)
 
-    def run(threads: int) -> np.ndarray:
+    def run(_: int) -> np.ndarray:
         out = np.zeros((1, 3, rh, rw), np.float32)
-        ocr.det_preprocess_into(image, out, rh, rw, threads=threads)
+        ocr.det_preprocess_into(image, out, rh, rw)
         return out
 
     with ThreadPoolExecutor(8) as pool:

@@ -24,7 +24,7 @@ enum Status : int32_t {
 // `out` (3 x out_h x out_w, C-contiguous) at the top-left; every other element gets pad_value.
 Status det_preprocess(const uint8_t* rgb, int64_t height, int64_t width, int64_t row_stride,
                       int64_t resized_h, int64_t resized_w, float* out, int64_t out_h,
-                      int64_t out_w, float pad_value, int threads) noexcept;
+                      int64_t out_w, float pad_value) noexcept;
 
 // A (h x w) float32 map: element (y, x) at data[y * row_stride + x] (row_stride in elements).
 struct ProbMap {
