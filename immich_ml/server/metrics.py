@@ -224,7 +224,7 @@ _BATCH_LABELS = ("slot", "task", "type", "model")
 def _add_histogram(family: HistogramMetricFamily, labels: list[str], data: Mapping[str, Any], scale: float) -> None:
     """A worker-kept cumulative histogram (models/batching.py Distribution) as one series."""
     buckets = [
-        (floatToGoString(float(bound) * scale), float(hits))
+        (floatToGoString(float(bound) * scale), float(hits))  # type: ignore[no-untyped-call]
         for bound, hits in zip(data["buckets"], data["cumulative"], strict=True)
     ]
     buckets.append(("+Inf", float(data["count"])))

@@ -15,7 +15,7 @@ import pytest
 
 import immich_ml._core._armnn as loader
 from immich_ml.backends import armnn_library
-from immich_ml.config import Settings
+from immich_ml.config import Settings, load_settings
 
 CORE_DIR = Path(loader.__file__ or "").parent
 SHIPPED = armnn_library.bridges(CORE_DIR)
@@ -204,6 +204,6 @@ def test_probe_names_an_unsupported_board_library(tmp_path: Path) -> None:
 
 
 def test_settings_read_the_library_path() -> None:
-    assert Settings.from_env({}).ann_library == ""
-    configured = Settings.from_env({"MACHINE_LEARNING_ANN_LIBRARY": "/opt/armnn/libarmnn.so.33"})
+    assert load_settings({}).ann_library == ""
+    configured = load_settings({"MACHINE_LEARNING_ANN_LIBRARY": "/opt/armnn/libarmnn.so.33"})
     assert configured.ann_library == "/opt/armnn/libarmnn.so.33"

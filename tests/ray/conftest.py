@@ -93,7 +93,7 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 def ray_service(
     ray_cluster: Cluster, starter_cache: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LiveService]:
-    """The service on the cluster: three model deployments, 1 → 2 replicas, one per node at most."""
+    """The service on the cluster: four model deployments, 1 → 2 replicas, one per node at most."""
     env = {
         **{k: v for k, v in ray_cluster.env.items() if k.startswith("RAY_")},
         "RAY_ADDRESS": ray_cluster.address,
@@ -105,7 +105,7 @@ def ray_service(
         "MACHINE_LEARNING_MODEL_INTRA_OP_THREADS": "1",
         "MACHINE_LEARNING_PRELOAD__CLIP__TEXTUAL": TINY_CLIP_MODEL,
         "MACHINE_LEARNING_WORKER_TIMEOUT": "60",
-        "MACHINE_LEARNING_RAY_DEPLOYMENTS": "clip-textual,clip-visual,facial-recognition",
+        "MACHINE_LEARNING_RAY_DEPLOYMENTS": "clip-textual,clip-visual,facial-recognition,ocr",
         "MACHINE_LEARNING_RAY_PROXY_LOCATION": "HeadOnly",
         "MACHINE_LEARNING_RAY_MIN_REPLICAS": "1",
         "MACHINE_LEARNING_RAY_MAX_REPLICAS": "2",

@@ -67,7 +67,7 @@ class OpenClipTextual(InferenceModel):
         super().__init__(spec, store, settings, target)
         self._recent = RecentEmbeddings(self.settings.text_cache_size)
 
-    def _artifacts(self, files: ModelFiles) -> ModelArtifacts:
+    def _load_artifacts(self, files: ModelFiles) -> ModelArtifacts:
         """The variable-length graph on the CPU when the model qualifies (:mod:`.text_length`)."""
         artifacts = files.artifacts()
         self._variable_length = False
@@ -134,6 +134,7 @@ class OpenClipTextual(InferenceModel):
 
     def session_options(self) -> SessionOptions:
         context = self._tokenizer.context_length if self._tokenizer else 0
+        shapes: tuple[dict[str, tuple[int, ...]], ...]
         if self._variable_length:
             # Queries run on their own length (rounded up to a bucket), one at a time.
             lengths = text_length.buckets(context)
