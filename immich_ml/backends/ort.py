@@ -334,9 +334,19 @@ class OrtSession(SessionMetadata):
                     str(load_path), sess_options=so, providers=requested, enable_fallback=0
                 )
             except Exception as exc:  # noqa: BLE001
-                if provider == providers.CPU:
+                if load_path != path and "External data" in str(exc):
+                    # Some ORT builds (seen: onnxruntime-openvino 1.24) reject a side data file next
+                    # to the graph ("escapes model directory"): load the weights in memory instead.
+                    log.warning("%s: memory-mapped weights refused by this ONNX Runtime (%s); loading "
+                                "them in memory", self._label, _strip_ort_prefix(str(exc)))
+                    load_path = path
+                    session = ort.InferenceSession(
+                        str(load_path), sess_options=so, providers=requested, enable_fallback=0
+                    )
+                elif provider == providers.CPU:
                     raise ModelLoadError(f"ONNX Runtime could not load {path}: {exc}") from exc
-                raise ProviderFailed(provider, f"{type(exc).__name__}: {_strip_ort_prefix(str(exc))}") from exc
+                else:
+                    raise ProviderFailed(provider, f"{type(exc).__name__}: {_strip_ort_prefix(str(exc))}") from exc
         session.disable_fallback()
         actual = session.get_providers()[0]
         if actual != provider:
